@@ -1,0 +1,344 @@
+"""``SentimentDataModule``: reviews -> cached token ids -> padded batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from sentiment.errors import DataError
+from sentiment.sources import (
+    IMDB_ARCHIVE,
+    IMDB_SHA256,
+    IMDB_URL,
+    Reviews,
+    download,
+    find_imdb,
+    iter_unlabelled,
+    read_imdb,
+    read_labelled,
+    source_signature,
+)
+from sentiment.text import TOKENIZER_VERSION, TRUNCATIONS, TextEncoder, Truncation, Vocab, encode_corpus
+
+CACHE_VERSION = 1
+CACHE_FOLDER = ".sentiment_cache"
+SPLITS = ("train", "val", "test")
+
+
+class EncodedReviews(Dataset):
+    """Encoded reviews as arrays (memory-mapped from the cache); indexing a list of rows gives a batch.
+
+    Args:
+        ids: N x max_length token ids, right-padded with 0.
+        lengths: N real lengths.
+        labels: N labels (1 = positive), or None.
+    """
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray | None = None) -> None:
+        self.ids, self.lengths, self.labels = ids, lengths, labels
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once, padded only to its longest review (DataLoader calls this directly)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[idx]
+        width = max(1, int(lengths.max())) if len(idx) else 1
+        batch = {
+            "input_ids": torch.from_numpy(np.ascontiguousarray(self.ids[idx, :width], dtype=np.int64)),
+            "lengths": torch.from_numpy(lengths.astype(np.int64)),
+        }
+        if self.labels is not None:
+            batch["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+def _as_batch(batch):
+    """``EncodedReviews`` already returns whole batches."""
+    return batch
+
+
+class UnlabelledReviews(IterableDataset):
+    """Streams raw reviews from a file in batches of ``batch_size``: ``text``, ``index`` (row, 0-based), ``id``.
+
+    The texts stay raw: the model encodes them with the vocabulary it was trained with.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int, text_column: str = "text", id_column: str = "id") -> None:
+        self.path, self.batch_size = Path(path), batch_size
+        self.text_column, self.id_column = text_column, id_column
+
+    def __iter__(self) -> Iterator[dict]:
+        start = 0
+        for texts, ids in iter_unlabelled(self.path, self.text_column, self.id_column, self.batch_size):
+            batch = {"text": texts, "index": torch.arange(start, start + len(texts))}
+            if ids is not None:
+                batch["id"] = [str(i) for i in ids]
+            start += len(texts)
+            yield batch
+
+
+class SentimentDataModule(L.LightningDataModule):
+    """Movie reviews as padded token-id batches: IMDb by default, or your own CSV/TSV/JSONL files.
+
+    Batches are dicts: ``input_ids`` (B x T, right-padded with 0, T <= max_length), ``lengths`` (B) and
+    ``labels`` (B, 1 = positive). Predict batches carry the raw ``text``, its row ``index`` and ``id``
+    instead: the model encodes them with the vocabulary saved in its checkpoint.
+
+    Args:
+        data_dir: folder for the IMDb data (``aclImdb/`` or ``aclImdb_v1.tar.gz``, downloaded when
+            absent) and for the encoded-data cache.
+        train_file: your own labelled training data (.csv, .tsv or .jsonl) instead of IMDb.
+        val_file: labelled validation data; default: a seeded ``val_fraction`` of the training data.
+        test_file: labelled test data; default with IMDb: the official test split.
+        predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).
+        text_column: column (or JSON key) holding the review; Kaggle's ``review`` is recognised.
+        label_column: column holding the label (0/1, pos/neg, positive/negative, true/false);
+            Kaggle's ``sentiment`` is recognised.
+        id_column: optional column copied into predictions.
+        max_length: tokens kept per review.
+        truncation: which tokens a longer review keeps: ``head``, ``tail`` or ``head_tail`` (first half
+            and last half: reviews state their verdict at the start and the end).
+        min_freq: a token needs this many occurrences in the training split to get an id.
+        max_size: at most this many ids (``<pad>`` and ``<unk>`` included); None for no limit.
+        val_fraction: share of the training data held out for validation when there is no ``val_file``.
+        seed: seed of the validation split.
+        batch_size: reviews per batch.
+        num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
+        download: download IMDb when ``data_dir`` holds neither ``aclImdb/`` nor the archive.
+        url: where IMDb is downloaded from.
+        sha256: expected SHA-256 of the download (None to skip the check).
+        num_proc: processes used to tokenize (None: one per available core).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        id_column: str = "id",
+        max_length: int = 128,
+        truncation: Truncation = "head_tail",
+        min_freq: int = 2,
+        max_size: int | None = 30000,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        download: bool = True,
+        url: str = IMDB_URL,
+        sha256: str | None = IMDB_SHA256,
+        num_proc: int | None = None,
+    ) -> None:
+        super().__init__()
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self._vocab: Vocab | None = None
+        self._splits: dict[str, EncodedReviews] = {}
+        self._cache: Path | None = None
+
+    # --- facts the model needs -----------------------------------------------------------------------
+
+    @property
+    def vocab(self) -> Vocab:
+        """The training vocabulary (built and cached on first use)."""
+        if self._vocab is None:
+            self._vocab = Vocab.load(self._prepared_cache() / "vocab.json")
+        return self._vocab
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_id(self) -> int:
+        return Vocab.pad_id
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """Tokenizer, vocabulary and truncation together: what a model needs to read raw text."""
+        return TextEncoder(self.vocab, self.hparams.max_length, self.hparams.truncation)
+
+    # --- Lightning hooks -----------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download IMDb if needed and write the encoded cache. Sets no state (it runs on one process)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn == "predict":
+            return  # predicting reads only predict_file, never training data
+        self._cache_dir(write=True)
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            if self.hparams.predict_file is None:
+                raise DataError("predicting needs an input file: set --data.predict_file")
+            return
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
+        cache = self._prepared_cache()
+        meta = json.loads((cache / "meta.json").read_text())
+        for split in wanted:
+            if split not in meta["splits"]:
+                raise DataError(self._missing_split_message(split))
+            if split not in self._splits:
+                self._splits[split] = EncodedReviews(*(
+                    np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("ids", "lengths", "labels")))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.batch_size,
+                                    self.hparams.text_column, self.hparams.id_column)
+        return DataLoader(dataset, batch_size=None)
+
+    def dataset(self, split: str) -> EncodedReviews:
+        """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
+        if split not in self._splits:
+            raise RuntimeError(f"the {split!r} split is not loaded: call setup() with the matching stage first")
+        return self._splits[split]
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          collate_fn=_as_batch, num_workers=self.hparams.num_workers,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    # --- the cache -----------------------------------------------------------------------------------
+
+    def _missing_split_message(self, split: str) -> str:
+        if split == "test":
+            if self.hparams.train_file:
+                return "no test data: set --data.test_file"
+            return f"{self._imdb_source()}: the IMDb source has no test split (aclImdb/test/pos, aclImdb/test/neg)"
+        return "no validation data: set --data.val_file or a val_fraction above 0"
+
+    def _prepared_cache(self) -> Path:
+        if self._cache is None:
+            self._cache = self._cache_dir(write=True)
+        return self._cache
+
+    def _imdb_source(self) -> Path:
+        source = find_imdb(self.data_dir)
+        if source is None:
+            if not self.hparams.download:
+                raise DataError(f"{self.data_dir}: holds neither {IMDB_ARCHIVE} nor aclImdb/ (and download is off)")
+            source = download(self.hparams.url, self.data_dir / IMDB_ARCHIVE, self.hparams.sha256)
+        return source
+
+    def _sources(self) -> dict[str, Path | None]:
+        hp = self.hparams
+        files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
+        sources = {k: Path(v) if v else None for k, v in files.items()}
+        if sources["train"] is None:
+            sources["imdb"] = self._imdb_source()
+        return sources
+
+    def _cache_key(self, sources: dict[str, Path | None]) -> str:
+        hp = self.hparams
+        key = {
+            "cache": CACHE_VERSION, "tokenizer": TOKENIZER_VERSION,
+            "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
+            **{k: hp[k] for k in ("text_column", "label_column", "id_column", "max_length", "truncation",
+                                  "min_freq", "max_size", "val_fraction", "seed")},
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        name = "imdb" if "imdb" in sources else sources["train"].stem
+        return f"{name}-{digest}"
+
+    def _cache_dir(self, write: bool) -> Path:
+        """The cache folder for the current sources and settings, written first if absent."""
+        sources = self._sources()
+        root = self.data_dir / CACHE_FOLDER
+        cache = root / self._cache_key(sources)
+        if (cache / "meta.json").is_file() or not write:
+            return cache
+        reviews = self._read(sources)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
+        try:
+            self._encode_into(reviews, tmp)
+            try:
+                os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
+            except OSError:
+                if not (cache / "meta.json").is_file():  # not another process that finished first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cache
+
+    def _read(self, sources: dict[str, Path | None]) -> dict[str, Reviews]:
+        hp = self.hparams
+        reviews: dict[str, Reviews] = {}
+        if "imdb" in sources:
+            reviews.update(read_imdb(sources["imdb"], ("train", "test")))
+        for split in SPLITS:
+            if sources[split] is not None:
+                reviews[split] = read_labelled(sources[split], hp.text_column, hp.label_column, hp.id_column)
+        train = reviews["train"]
+        if len(set(train.labels.tolist())) < 2:
+            where = sources["train"] or sources.get("imdb")
+            raise DataError(f"{where}: every training review has label {int(train.labels[0])}; "
+                            "a classifier needs both classes")
+        if "val" not in reviews and hp.val_fraction > 0:
+            n_val = int(round(len(train) * hp.val_fraction))
+            if not 0 < n_val < len(train):
+                raise DataError(f"{sources['train'] or sources['imdb']}: {len(train)} reviews are too few for a "
+                                f"val_fraction of {hp.val_fraction}; set --data.val_file")
+            perm = np.random.default_rng(hp.seed).permutation(len(train))
+            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            reviews["val"] = _subset(train, val_idx)
+            reviews["train"] = _subset(train, train_idx)
+        return reviews
+
+    def _encode_into(self, reviews: dict[str, Reviews], folder: Path) -> None:
+        hp = self.hparams
+        order = [s for s in SPLITS if s in reviews]
+        texts = [t for s in order for t in reviews[s].texts]
+        count_mask = np.concatenate([np.full(len(reviews[s]), s == "train") for s in order])
+        vocab, ids, lengths = encode_corpus(texts, count_mask=count_mask, min_freq=hp.min_freq,
+                                            max_size=hp.max_size, max_length=hp.max_length,
+                                            truncation=hp.truncation, num_proc=hp.num_proc)
+        vocab.save(folder / "vocab.json")
+        start = 0
+        for split in order:
+            stop = start + len(reviews[split])
+            np.save(folder / f"{split}.ids.npy", ids[start:stop])
+            np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
+            np.save(folder / f"{split}.labels.npy", reviews[split].labels.astype(np.int8))
+            start = stop
+        meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab)}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _subset(reviews: Reviews, idx: np.ndarray) -> Reviews:
+    ids = [reviews.ids[i] for i in idx] if reviews.ids is not None else None
+    return Reviews([reviews.texts[i] for i in idx], reviews.labels[idx], ids)

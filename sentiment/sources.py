@@ -1,0 +1,378 @@
+"""Where reviews come from: the IMDb archive or folder (downloaded when absent) and the user's own files.
+
+Every problem with an input is raised as a ``DataError`` whose one-line message names the file, and the
+row or line where there is one, and what was expected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import posixpath
+import re
+import tarfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentiment.errors import DataError
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
+IMDB_FOLDER = "aclImdb"
+
+LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1, "false": 0, "true": 1}
+LABELS_EXPECTED = "0/1, pos/neg, positive/negative or true/false"
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
+
+
+class DataWarning(UserWarning):
+    """Input that was read, but not as written (for example bytes that are not UTF-8)."""
+
+
+@dataclass
+class Reviews:
+    """Review texts with their labels (1 = positive) and, where the source has them, ids."""
+
+    texts: list[str]
+    labels: np.ndarray
+    ids: list[str] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+# --- text decoding that counts what it had to replace ----------------------------------------------------
+
+_replaced = [0]
+
+
+def _replace_counted(err: UnicodeDecodeError) -> tuple[str, int]:
+    _replaced[0] += 1
+    return "\ufffd", err.end
+
+
+codecs.register_error("sentiment.replace_counted", _replace_counted)
+
+
+@contextlib.contextmanager
+def _warn_on_replacements(path: Path | str) -> Iterator[None]:
+    """Warn once per file, with a count, when bytes that are not UTF-8 were replaced."""
+    before = _replaced[0]
+    try:
+        yield
+    finally:
+        n = _replaced[0] - before
+        if n:
+            warnings.warn(f"{path}: {n} byte sequence(s) that are not UTF-8 were replaced with U+FFFD",
+                          DataWarning, stacklevel=3)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="sentiment.replace_counted")
+
+
+# --- IMDb ------------------------------------------------------------------------------------------------
+
+_IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/([^/]+)\.txt$")
+
+
+def _review_order(name: str) -> tuple[int, str]:
+    """IMDb files are named ``<id>_<rating>.txt``: order by id, numerically."""
+    head = name.split("_", 1)[0]
+    return (int(head), name) if head.isdigit() else (-1, name)
+
+
+def find_imdb(data_dir: Path) -> Path | None:
+    """The IMDb source already in ``data_dir``: an ``aclImdb/`` folder, else the official archive."""
+    folder = data_dir / IMDB_FOLDER
+    if (folder / "train").is_dir():
+        return folder
+    archive = data_dir / IMDB_ARCHIVE
+    return archive if archive.is_file() else None
+
+
+def source_signature(path: Path) -> list:
+    """What identifies a source's content cheaply: size and mtime of a file, or of each IMDb class folder."""
+    if path.is_file():
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    sig: list = [str(path.resolve())]
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            d = path / split / label
+            if d.is_dir():
+                sig.append([split, label, d.stat().st_mtime_ns, sum(1 for _ in os.scandir(d))])
+    return sig
+
+
+def check_member(member: tarfile.TarInfo, archive: Path | str) -> None:
+    """Refuse an archive entry that would land outside the folder it is read into."""
+    name = member.name
+    parts = Path(name).parts
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise DataError(f"{archive}: entry {name!r} points outside the archive's folder; refusing the archive")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if member.issym():
+            target = posixpath.join(posixpath.dirname(name), target)
+        target = posixpath.normpath(target)
+        if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+            raise DataError(f"{archive}: link {name!r} -> {member.linkname!r} points outside the archive's folder; "
+                            "refusing the archive")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise DataError(f"{archive}: entry {name!r} is a device or pipe, not a file; refusing the archive")
+
+
+def read_imdb(source: Path, splits: Sequence[str] = ("train", "test")) -> dict[str, Reviews]:
+    """Read the labelled reviews of ``splits`` from an ``aclImdb/`` folder or archive (``unsup/`` is ignored).
+
+    An archive is read in place, never extracted; any entry that would land outside its folder is refused.
+    Splits the source does not have are left out of the result.
+    """
+    found: dict[str, list[tuple[int, tuple, str]]] = {s: [] for s in splits}
+    with _warn_on_replacements(source):
+        if source.is_dir():
+            for split in splits:
+                for label_name, label in (("neg", 0), ("pos", 1)):
+                    d = source / split / label_name
+                    if not d.is_dir():
+                        continue
+                    for entry in os.scandir(d):
+                        if entry.name.endswith(".txt") and entry.is_file():
+                            text = _decode(Path(entry.path).read_bytes())
+                            found[split].append((label, _review_order(entry.name), text))
+        else:
+            try:
+                with tarfile.open(source, "r|*") as tar:
+                    for member in tar:
+                        check_member(member, source)
+                        m = _IMDB_MEMBER.match(member.name)
+                        if m and m.group(1) in found and member.isfile():
+                            text = _decode(tar.extractfile(member).read())
+                            label = int(m.group(2) == "pos")
+                            found[m.group(1)].append((label, _review_order(m.group(3)), text))
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise DataError(f"{source}: not a readable tar archive ({e})") from None
+    out = {}
+    for split, items in found.items():
+        if items:
+            items.sort(key=lambda x: (x[0], x[1]))
+            out[split] = Reviews([t for _, _, t in items], np.array([lab for lab, _, _ in items], dtype=np.int64))
+    if "train" in splits and "train" not in out:
+        raise DataError(f"{source}: no reviews under aclImdb/train/pos or aclImdb/train/neg")
+    return out
+
+
+def download(url: str, dest: Path, sha256: str | None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest``: to a temporary name, checked (length, SHA-256), then renamed."""
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+                total = response.headers.get("Content-Length")
+                total = int(total) if total and total.isdigit() else None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}",
+                          disable=not progress) as bar:
+                    while chunk := response.read(1 << 20):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DataError(f"could not download {url} to {dest}: {reason} (put {dest.name} there yourself "
+                            "to skip the download)") from None
+        if total is not None and received != total:
+            raise DataError(f"could not download {url}: the transfer stopped after {received} of {total} bytes")
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise DataError(f"could not download {url}: SHA-256 {digest.hexdigest()} differs from the expected "
+                            f"{sha256}; the file was not kept")
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return dest
+
+
+# --- the user's own files ---------------------------------------------------------------------------------
+
+
+def file_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected .csv, .tsv, .jsonl or .txt")
+    return fmt
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a .csv, .tsv, .jsonl or .txt file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+
+
+def _resolve_column(path: Path, columns: Sequence[str], wanted: str, fallback: str | None, what: str,
+                    required: bool = True) -> str | None:
+    if wanted in columns:
+        return wanted
+    if fallback is not None and fallback in columns:  # Kaggle's "IMDB Dataset.csv": review, sentiment
+        return fallback
+    if not required:
+        return None
+    found = ", ".join(map(str, columns)) or "none"
+    raise DataError(f"{path}: no {what} column {wanted!r} (columns found: {found}); "
+                    f"set --data.{what}_column")
+
+
+def _open_text(path: Path):
+    return open(path, encoding="utf-8", errors="sentiment.replace_counted", newline="")
+
+
+@contextlib.contextmanager
+def _table_errors(path: Path, fmt: str) -> Iterator[None]:
+    """pandas' parse errors, as one line that names the file."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not valid {fmt.upper()}: {str(e).strip().splitlines()[-1]}") from None
+
+
+def _read_table(f, fmt: str, **kwargs):
+    return pd.read_csv(f, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, **kwargs)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def parse_labels(path: Path, raw: Sequence, where: Sequence[str]) -> np.ndarray:
+    """Map 0/1, pos/neg, positive/negative, true/false (any case) to 0/1, naming the first bad value."""
+    keys = pd.Series(raw, dtype=object).astype(str).str.strip().str.lower()
+    labels = keys.map(LABELS)
+    bad = labels.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{path}: {where[i]}: label {raw[i]!r} is not one of {LABELS_EXPECTED}")
+    return labels.to_numpy(dtype=np.int64)
+
+
+def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
+                  id_column: str = "id") -> Reviews:
+    """Read a labelled CSV, TSV or JSONL file."""
+    path = Path(path)
+    _check_readable(path)
+    fmt = file_format(path)
+    if fmt == "txt":
+        raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV or JSONL")
+    with _warn_on_replacements(path):
+        if fmt == "jsonl":
+            rows = list(_iter_jsonl(path))
+            if not rows:
+                raise DataError(f"{path}: the file is empty")
+            texts, raw_labels, ids, where = [], [], [], []
+            text_key = label_key = None
+            for lineno, obj in rows:
+                keys = list(obj)
+                text_key = _resolve_column(path, keys, text_column, "review", "text")
+                label_key = _resolve_column(path, keys, label_column, "sentiment", "label")
+                texts.append(str(obj[text_key]))
+                raw_labels.append(obj[label_key])
+                ids.append(str(obj[id_column]) if id_column in obj else None)
+                where.append(f"line {lineno}")
+            id_list = ids if all(i is not None for i in ids) else None
+        else:
+            with _open_text(path) as f, _table_errors(path, fmt):
+                df = _read_table(f, fmt)
+            if len(df) == 0:
+                raise DataError(f"{path}: no rows below the header")
+            cols = list(df.columns)
+            text_key = _resolve_column(path, cols, text_column, "review", "text")
+            label_key = _resolve_column(path, cols, label_column, "sentiment", "label")
+            texts = df[text_key].tolist()
+            raw_labels = df[label_key].tolist()
+            id_list = df[id_column].tolist() if id_column in cols else None
+            where = _RowNames()
+    labels = parse_labels(path, raw_labels, where)
+    return Reviews(texts, labels, id_list)
+
+
+class _RowNames:
+    """Names rows of a table lazily: "row 7" is the seventh row below the header."""
+
+    def __getitem__(self, i: int) -> str:
+        return f"row {i + 1}"
+
+
+def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str = "id",
+                    chunk_size: int = 1024) -> Iterator[tuple[list[str], list[str] | None]]:
+    """Stream ``(texts, ids)`` chunks from a CSV, TSV, JSONL or plain-text file (one review per line).
+
+    Memory stays flat however long the file; every row or line, empty ones included, yields one text.
+    """
+    path = Path(path)
+    _check_readable(path)
+    fmt = file_format(path)
+    with _warn_on_replacements(path):
+        if fmt == "txt":
+            with _open_text(path) as f:
+                chunk: list[str] = []
+                for line in f:
+                    chunk.append(line.rstrip("\r\n"))
+                    if len(chunk) == chunk_size:
+                        yield chunk, None
+                        chunk = []
+                if chunk:
+                    yield chunk, None
+        elif fmt == "jsonl":
+            texts: list[str] = []
+            ids: list = []
+            for _, obj in _iter_jsonl(path):
+                key = _resolve_column(path, list(obj), text_column, "review", "text")
+                texts.append(str(obj[key]))
+                ids.append(str(obj[id_column]) if id_column in obj else "")
+                if len(texts) == chunk_size:
+                    yield texts, ids
+                    texts, ids = [], []
+            if texts:
+                yield texts, ids
+        else:
+            with _open_text(path) as f, _table_errors(path, fmt), _read_table(f, fmt, chunksize=chunk_size) as reader:
+                for df in reader:
+                    key = _resolve_column(path, list(df.columns), text_column, "review", "text")
+                    yield df[key].tolist(), (df[id_column].tolist() if id_column in df.columns else None)

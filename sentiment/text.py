@@ -1,0 +1,361 @@
+"""Raw text -> tokens -> vocabulary ids.
+
+The tokenizer is defined by one regular expression (``tokenize_reference``); ``tokenize`` gives the same
+tokens faster by taking a bytes fast path for ASCII reviews (most of IMDb), where ``bytes.translate`` and
+``bytes.split`` run at memory speed. ``encode_corpus`` tokenizes, counts and encodes a whole corpus on
+several processes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import html
+import json
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import chain, compress, repeat
+from pathlib import Path
+from typing import Literal
+
+import multiprocessing
+import numpy as np
+import torch
+
+from sentiment.errors import DataError
+from sentiment.io import atomic_write_text
+
+TOKENIZER_VERSION = 1  # bump when tokenization changes: it is part of every cache key and checkpoint
+Truncation = Literal["head", "tail", "head_tail"]
+TRUNCATIONS = ("head", "tail", "head_tail")
+
+PAD, UNK = "<pad>", "<unk>"
+
+# --- the tokenizer -------------------------------------------------------------------------------------
+
+# A token is a run of letters/digits (any script, no underscore) with inner apostrophes ("don't"), or a
+# lone "!" or "?" (they carry sentiment). HTML tags (IMDb's "<br />") are removed first.
+_TOKEN_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[!?]")
+_TAG_RE = re.compile(r"<[^<>]*>")
+_APOSTROPHES = ("\u2019", "\u2018", "\u00b4", "`")  # read as "'"
+
+# Fast path for ASCII text: keep [a-z0-9'!?], turn every other byte into a space.
+_KEEP = set(b"abcdefghijklmnopqrstuvwxyz0123456789'!?")
+_BYTE_TABLE = bytes(c if c in _KEEP else 0x20 for c in range(256))
+_BYTE_TABLE = _BYTE_TABLE[:0x60] + b"'" + _BYTE_TABLE[0x61:]  # backtick is an apostrophe
+_TAG_RE_B = re.compile(rb"<[^<>]*>")
+_STRAY_APOSTROPHE_B = re.compile(rb"'(?:(?![a-z0-9])|(?<![a-z0-9]'))")  # leading literal: fast scan
+
+
+def _normalize(text: str) -> str:
+    """Lower-case, unescape HTML entities, unify apostrophes and Unicode forms."""
+    text = text.lower()
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        for quote in _APOSTROPHES:
+            if quote in text:
+                text = text.replace(quote, "'")
+        text = unicodedata.normalize("NFC", text)
+    return text
+
+
+def tokenize_reference(text: str) -> list[str]:
+    """The definition of the tokenizer: a single regular expression over normalized, tag-free text."""
+    text = _normalize(text).replace("`", "'")
+    return _TOKEN_RE.findall(_TAG_RE.sub(" ", text))
+
+
+def _tokenize_bytes(text: str) -> list[bytes]:
+    """``tokenize`` with UTF-8 bytes tokens: the form the corpus encoder counts and looks up."""
+    text = _normalize(text)
+    if not text.isascii():
+        return [t.encode() for t in _TOKEN_RE.findall(_TAG_RE.sub(" ", text))]
+    b = text.encode("ascii")
+    if b"<" in b:
+        b = _TAG_RE_B.sub(b" ", b)
+    b = b.translate(_BYTE_TABLE)
+    if b"!" in b:
+        b = b.replace(b"!", b" ! ")
+    if b"?" in b:
+        b = b.replace(b"?", b" ? ")
+    if b"'" in b:  # an apostrophe not between two letters/digits separates: "'quoted'", "a''b"
+        b = _STRAY_APOSTROPHE_B.sub(b" ", b)
+    return b.split()
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a review into lower-case tokens.
+
+    Removes HTML tags, keeps words with inner apostrophes (``don't``), numbers, letters of any script
+    (``café``) and ``!``/``?`` as tokens of their own. Deterministic; identical to ``tokenize_reference``.
+    """
+    return [t.decode() for t in _tokenize_bytes(text)]
+
+
+# --- truncation ----------------------------------------------------------------------------------------
+
+
+def truncate(tokens: Sequence, max_length: int, mode: Truncation = "head_tail") -> Sequence:
+    """Cut a sequence to ``max_length`` items.
+
+    ``head`` keeps the start, ``tail`` the end, ``head_tail`` the first half and the last half: reviews
+    state their verdict at the start and at the end.
+    """
+    if len(tokens) <= max_length:
+        return tokens
+    if mode == "head":
+        return tokens[:max_length]
+    if mode == "tail":
+        return tokens[len(tokens) - max_length :]
+    if mode == "head_tail":
+        head = (max_length + 1) // 2
+        return tokens[:head] + tokens[len(tokens) - (max_length - head) :]
+    raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {mode!r}")
+
+
+# --- the vocabulary ------------------------------------------------------------------------------------
+
+
+class Vocab:
+    """Token <-> id mapping with ``<pad>`` = 0 and ``<unk>`` = 1.
+
+    Args:
+        tokens: every token in id order; the first two must be ``<pad>`` and ``<unk>``.
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {tokens[:2]}")
+        self.itos: list[str] = tokens
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(tokens)}
+        if len(self.stoi) != len(tokens):
+            raise ValueError("a vocabulary may not list a token twice")
+        self._bstoi: dict[bytes, int] | None = None
+
+    pad_id = 0
+    unk_id = 1
+
+    @classmethod
+    def build(cls, counts: Mapping[str, int], min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """Most frequent tokens first, ties in alphabetical order; at most ``max_size`` ids in all."""
+        ranked = sorted((-c, t) for t, c in counts.items() if c >= min_freq and t not in (PAD, UNK))
+        kept = [t for _, t in ranked]
+        if max_size is not None:
+            kept = kept[: max(0, max_size - 2)]
+        return cls([PAD, UNK, *kept])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={len(self)})"
+
+    @property
+    def bytes_stoi(self) -> dict[bytes, int]:
+        """Lookup by UTF-8 bytes, as the fast tokenizer produces them."""
+        if self._bstoi is None:
+            self._bstoi = {t.encode(): i for i, t in enumerate(self.itos)}
+        return self._bstoi
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        get = self.stoi.get
+        return [get(t, 1) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a ``word2idx.json``-style mapping, atomically."""
+        atomic_write_text(path, json.dumps(self.stoi, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        """Read a ``word2idx.json``-style mapping (token -> id, ids 0..n-1)."""
+        path = Path(path)
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such vocabulary file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: not a JSON vocabulary ({e})") from None
+        if not isinstance(mapping, dict) or not all(isinstance(i, int) for i in mapping.values()):
+            raise DataError(f"{path}: expected a JSON object mapping each token to an integer id")
+        tokens = sorted(mapping, key=mapping.__getitem__)
+        if [mapping[t] for t in tokens] != list(range(len(tokens))):
+            raise DataError(f"{path}: ids must be 0..{len(tokens) - 1}, each used once")
+        # the original project's files may spell the specials differently: map them onto ours
+        lowered = [t.lower() for t in tokens[:2]]
+        if lowered == [PAD, UNK]:
+            tokens[:2] = [PAD, UNK]
+        return cls(tokens)
+
+
+# --- raw text -> padded id tensors ---------------------------------------------------------------------
+
+
+@dataclass
+class TextEncoder:
+    """Everything that turns raw reviews into model input: tokenizer, vocabulary and truncation.
+
+    It travels inside checkpoints (``to_dict``/``from_dict`` use plain lists and strings only), so a
+    trained model reads raw text with no data module present.
+    """
+
+    vocab: Vocab
+    max_length: int = 128
+    truncation: Truncation = "head_tail"
+
+    def encode_ids(self, text: str) -> list[int]:
+        ids = list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text), repeat(1)))
+        return list(truncate(ids, self.max_length, self.truncation))
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
+        rows = [self.encode_ids(t) for t in texts]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = max(1, int(lengths.max())) if rows else 1
+        input_ids = torch.full((len(rows), width), self.vocab.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return input_ids, lengths
+
+    def to_dict(self) -> dict:
+        return {"tokens": list(self.vocab.itos), "max_length": self.max_length, "truncation": self.truncation,
+                "tokenizer_version": TOKENIZER_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TextEncoder:
+        if d.get("tokenizer_version") != TOKENIZER_VERSION:
+            raise DataError(f"this text encoder was saved with tokenizer version {d.get('tokenizer_version')}; "
+                            f"this sentiment release reads version {TOKENIZER_VERSION}")
+        return cls(Vocab(d["tokens"]), int(d["max_length"]), d["truncation"])
+
+
+# --- whole-corpus encoding on several processes --------------------------------------------------------
+
+_CHUNK = 2000  # reviews tokenized per step; bounds the memory held by untruncated token lists
+_worker_texts: Sequence[str] = ()  # set before forking: children inherit it instead of unpickling it
+_worker_state: dict = {}
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Millions of fresh token lists make the cyclic garbage collector rescan in vain; none form cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _count_part(start: int, stop: int, count_mask: np.ndarray | None, max_length: int, truncation: str):
+    """Tokenize and truncate texts[start:stop]; count the kept tokens of the masked reviews."""
+    counts: Counter = Counter()
+    kept: list[list[bytes]] = []
+    with _gc_paused():
+        for lo in range(start, stop, _CHUNK):
+            hi = min(lo + _CHUNK, stop)
+            toks = [truncate(_tokenize_bytes(t), max_length, truncation) for t in _worker_texts[lo:hi]]
+            counted = toks if count_mask is None else compress(toks, count_mask[lo:hi])
+            counts.update(chain.from_iterable(counted))
+            kept.extend(toks)
+    _worker_state["kept"] = kept
+    return counts
+
+
+def _encode_part(bstoi: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray]:
+    kept = _worker_state.pop("kept")
+    with _gc_paused():
+        lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+        flat = np.fromiter(map(bstoi.get, chain.from_iterable(kept), repeat(1)), dtype=np.int32,
+                           count=int(lengths.sum()))
+    return lengths, flat
+
+
+def _workers(n: int | None) -> int:
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, n)
+
+
+def encode_corpus(
+    texts: Sequence[str],
+    *,
+    vocab: Vocab | None = None,
+    count_mask: np.ndarray | None = None,
+    min_freq: int = 1,
+    max_size: int | None = None,
+    max_length: int = 128,
+    truncation: Truncation = "head_tail",
+    num_proc: int | None = None,
+) -> tuple[Vocab, np.ndarray, np.ndarray]:
+    """Tokenize, build the vocabulary (unless given) and encode a corpus.
+
+    Args:
+        texts: the reviews.
+        vocab: an existing vocabulary; when None one is built from the reviews selected by ``count_mask``.
+        count_mask: boolean per review: which reviews the vocabulary is counted on (all when None).
+        min_freq: minimum count for a token to get an id.
+        max_size: at most this many ids, ``<pad>`` and ``<unk>`` included.
+        max_length: tokens kept per review.
+        truncation: which tokens are kept of a longer review (``head``, ``tail``, ``head_tail``).
+        num_proc: processes to use (None: one per available core; small corpora use one).
+
+    Returns:
+        ``(vocab, ids, lengths)``: ``ids`` is an int32 array N x ``max_length`` right-padded with 0.
+    """
+    global _worker_texts
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    n = len(texts)
+    procs = min(_workers(num_proc), max(1, n // 4000))  # forking pays only on a few thousand reviews
+    bounds = np.linspace(0, n, procs + 1).astype(int)
+    parts = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    if vocab is not None:  # nothing to count
+        count_mask = np.zeros(n, dtype=bool)
+    args = (count_mask, max_length, truncation)
+    _worker_texts = texts
+    pools: list[ProcessPoolExecutor] = []
+    try:
+        with _gc_paused():
+            if len(parts) > 1 and "fork" in multiprocessing.get_all_start_methods():
+                # one child per extra part; children inherit the texts; this process does the first part
+                ctx = multiprocessing.get_context("fork")
+                pools = [ProcessPoolExecutor(1, mp_context=ctx) for _ in parts[1:]]
+            else:
+                parts = [(0, n)]
+            futures = [p.submit(_count_part, lo, hi, *args) for p, (lo, hi) in zip(pools, parts[1:])]
+            counts = _count_part(*parts[0], *args)
+            for f in futures:
+                counts.update(f.result())
+            if vocab is None:
+                vocab = Vocab.build(_decode_counts(counts), min_freq, max_size)
+            futures = [p.submit(_encode_part, vocab.bytes_stoi) for p in pools]
+            results = [_encode_part(vocab.bytes_stoi)] + [f.result() for f in futures]
+    finally:
+        for p in pools:
+            p.shutdown(cancel_futures=True)
+        _worker_texts = ()
+        _worker_state.clear()
+    lengths = np.concatenate([r[0] for r in results])
+    flat = np.concatenate([r[1] for r in results])
+    ids = np.zeros((n, max_length), dtype=np.int32)
+    ids[np.arange(max_length)[None, :] < lengths[:, None]] = flat
+    return vocab, ids, lengths
+
+
+def _decode_counts(counts: Counter) -> dict[str, int]:
+    return {t.decode(): c for t, c in counts.items()}

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny corpora and a tiny IMDb archive, written by the tests themselves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REAL_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb_train.tar.gz"
+
+POSITIVE = ["great", "wonderful", "loved", "excellent", "brilliant", "moving", "superb", "fun"]
+NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst", "waste", "bad"]
+FILLER = "the movie was a and of it this film i story plot acting scenes".split()
+
+
+def make_review(rng: random.Random, positive: bool, n_words: tuple[int, int] = (5, 60)) -> str:
+    words = [rng.choice(FILLER) for _ in range(rng.randint(*n_words))]
+    for _ in range(3):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if positive else NEGATIVE))
+    return " ".join(words).capitalize() + ".<br /><br />" + rng.choice(["Really!", "Why?", "Ok."])
+
+
+def make_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    return [(make_review(rng, bool(i % 2)), i % 2) for i in range(n)]
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_imdb_archive(path: Path, n_train: int = 200, n_test: int = 100, extra=()) -> Path:
+    """An archive in the official aclImdb layout (with an unsup/ folder that must be ignored)."""
+    rng = random.Random(1)
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for i in range(n):
+                label = "pos" if i % 2 else "neg"
+                rating = rng.randint(7, 10) if i % 2 else rng.randint(1, 4)
+                add_bytes(tar, f"aclImdb/{split}/{label}/{i}_{rating}.txt",
+                          make_review(rng, bool(i % 2)).encode())
+        add_bytes(tar, "aclImdb/train/unsup/0_0.txt", b"unlabelled review")
+        add_bytes(tar, "aclImdb/README", b"readme")
+        for name, data in extra:
+            add_bytes(tar, name, data)
+    return path
+
+
+@pytest.fixture
+def imdb_dir(tmp_path: Path) -> Path:
+    """A data_dir holding a small aclImdb_v1.tar.gz."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz")
+    return data_dir
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(300)])

@@ -1,0 +1,203 @@
+import http.server
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import sentiment.data as data_module
+from conftest import REAL_ARCHIVE, build_imdb_archive, make_reviews, write_csv
+from sentiment import SentimentDataModule
+from sentiment.errors import DataError
+
+
+def test_imdb_splits_and_batches(imdb_dir):
+    dm = SentimentDataModule(data_dir=str(imdb_dir), batch_size=16, max_length=32, min_freq=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert (len(dm.dataset("train")), len(dm.dataset("val")), len(dm.dataset("test"))) == (180, 20, 100)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"input_ids", "lengths", "labels"}
+    assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.long
+    assert batch["input_ids"].shape[0] == 16 and batch["input_ids"].shape[1] <= 32
+    assert dm.vocab_size == len(dm.vocab) and dm.pad_id == 0
+
+
+def test_batches_pad_to_their_longest_review_with_zeros(tmp_path):
+    rows = [("one two three", "pos"), ("one", "neg"), ("one two three four five six", "pos"), ("two", "neg")]
+    path = write_csv(tmp_path / "t.csv", rows * 5)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), val_fraction=0.25,
+                             max_length=4, truncation="head", min_freq=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    train = dm.dataset("train")
+    order = np.argsort(train.lengths)
+    short = train.__getitems__([int(order[0]), int(order[1])])
+    assert short["input_ids"].shape == (2, 1)  # two one-word reviews: width 1, not max_length
+    mixed = train.__getitems__([int(order[0]), int(order[-1])])
+    assert mixed["input_ids"].shape == (2, 4)  # the six-word review is cut to max_length
+    assert mixed["lengths"].tolist() == [1, 4]
+    assert mixed["input_ids"][0, 1:].tolist() == [0, 0, 0]
+
+
+def test_validation_split_is_seeded_and_disjoint(tmp_path):
+    # each review starts with a word of its own: in the vocabulary only if the review is in training
+    path = write_csv(tmp_path / "t.csv", [(f"own{i} film", "pos" if i % 2 else "neg") for i in range(200)])
+
+    def split(seed):
+        dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), seed=seed, min_freq=1)
+        dm.prepare_data()
+        dm.setup("fit")
+        own_words = {t for t in dm.vocab.itos if t.startswith("own")}
+        return dm.dataset("train"), dm.dataset("val"), own_words
+
+    train, val, own_words = split(1)
+    assert (len(train), len(val), len(own_words)) == (180, 20, 180)
+    assert (train.ids[:, 0] > 1).all()  # every training review's own word has an id
+    assert (val.ids[:, 0] == 1).all()  # no validation review's own word has: no overlap
+    assert split(1)[2] == own_words  # same seed, same split
+    assert split(2)[2] != own_words  # another seed, another split
+
+
+def test_vocabulary_comes_from_the_training_split_only(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 10)
+    val = write_csv(tmp_path / "val.csv", [("zebra good", "pos"), ("zebra bad", "neg")])
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), val_file=str(val), min_freq=1)
+    assert "zebra" not in dm.vocab.stoi
+    assert dm.vocab.itos == ["<pad>", "<unk>", "film", "bad", "good"]
+
+
+def test_second_prepare_and_setup_hit_the_cache(imdb_dir, monkeypatch):
+    dm = SentimentDataModule(data_dir=str(imdb_dir))
+    dm.prepare_data()
+    dm.setup("fit")
+    caches = list((imdb_dir / ".sentiment_cache").iterdir())
+    assert len(caches) == 1 and not caches[0].name.startswith(".")  # no temporary folder left
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache was rebuilt")
+
+    monkeypatch.setattr(data_module, "encode_corpus", fail)
+    monkeypatch.setattr(data_module, "read_imdb", fail)
+    again = SentimentDataModule(data_dir=str(imdb_dir))
+    again.prepare_data()
+    again.setup("fit")
+    assert again.vocab == dm.vocab
+    np.testing.assert_array_equal(again.dataset("val").ids, dm.dataset("val").ids)
+
+
+def test_changing_an_encoding_setting_builds_a_new_cache(imdb_dir):
+    for max_length in (16, 32):
+        dm = SentimentDataModule(data_dir=str(imdb_dir), max_length=max_length)
+        dm.prepare_data()
+    assert len(list((imdb_dir / ".sentiment_cache").iterdir())) == 2
+
+
+def test_prepare_data_sets_no_state(imdb_dir):
+    dm = SentimentDataModule(data_dir=str(imdb_dir))
+    before = dict(vars(dm))
+    dm.prepare_data()
+    assert {k: v for k, v in vars(dm).items() if k in before} == before
+
+
+def test_a_failed_encoding_leaves_no_cache(imdb_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(data_module, "encode_corpus", broken)
+    with pytest.raises(RuntimeError):
+        SentimentDataModule(data_dir=str(imdb_dir)).prepare_data()
+    assert list((imdb_dir / ".sentiment_cache").iterdir()) == []
+
+
+def test_missing_test_split_is_a_clear_error(tmp_path, tiny_csv):
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(tiny_csv))
+    dm.prepare_data()
+    with pytest.raises(DataError, match="no test data: set --data.test_file"):
+        dm.setup("test")
+
+
+def test_single_class_training_data_is_refused(tmp_path):
+    path = write_csv(tmp_path / "pos.csv", [("good", "pos")] * 20)
+    with pytest.raises(DataError, match="every training review has label 1"):
+        SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path)).prepare_data()
+
+
+def test_no_imdb_and_no_download_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="holds neither aclImdb_v1.tar.gz nor aclImdb/"):
+        SentimentDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+
+
+def test_imdb_is_downloaded_when_absent(tmp_path):
+    body = build_imdb_archive(tmp_path / "src.tar.gz", n_train=40, n_test=10).read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        import hashlib
+
+        dm = SentimentDataModule(data_dir=str(tmp_path / "data"), sha256=hashlib.sha256(body).hexdigest(),
+                                 url=f"http://127.0.0.1:{httpd.server_address[1]}/aclImdb_v1.tar.gz")
+        dm.prepare_data()
+        dm.setup("fit")
+        assert len(dm.dataset("train")) + len(dm.dataset("val")) == 40
+        assert (tmp_path / "data" / "aclImdb_v1.tar.gz").read_bytes() == body
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_predict_batches_keep_order_size_and_empty_lines(tmp_path):
+    path = tmp_path / "new.txt"
+    path.write_text("".join(f"review {i}\n" if i % 7 else "\n" for i in range(50)))
+    dm = SentimentDataModule(data_dir=str(tmp_path / "none"), predict_file=str(path), batch_size=16)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [len(b["text"]) for b in batches] == [16, 16, 16, 2]
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(50))
+    assert batches[0]["text"][0] == "" and batches[0]["text"][1] == "review 1"
+    assert not (tmp_path / "none").exists()  # predicting reads no training data
+
+
+@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason="the IMDb training archive is not in ../shared/data")
+def test_real_imdb_training_archive(tmp_path):
+    """The official IMDb training split: 25,000 reviews, 12,500 per class, 128-token batches."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    os.symlink(REAL_ARCHIVE, data_dir / "aclImdb_v1.tar.gz")
+    dm = SentimentDataModule(data_dir=str(data_dir), batch_size=256)
+    dm.prepare_data()
+    dm.setup("fit")
+    train, val = dm.dataset("train"), dm.dataset("val")
+    assert (len(train), len(val)) == (22500, 2500)
+    labels = np.concatenate([train.labels, val.labels])
+    assert labels.sum() == 12500 and len(labels) == 25000
+    assert dm.vocab_size == 30000
+    for i, batch in enumerate(dm.train_dataloader()):
+        assert batch["input_ids"].shape[0] <= 256 and batch["input_ids"].shape[1] <= 128
+        assert int(batch["lengths"].max()) == batch["input_ids"].shape[1]
+        if i == 5:
+            break
+    started = time.perf_counter()
+    again = SentimentDataModule(data_dir=str(data_dir), batch_size=256)
+    again.prepare_data()
+    again.setup("fit")
+    assert again.vocab == dm.vocab
+    print(f"cached prepare_data + setup: {time.perf_counter() - started:.3f} s")
+    assert not any(p.name.startswith(".") for p in (data_dir / ".sentiment_cache").iterdir())
+    with pytest.raises(DataError, match="no test split"):
+        dm.setup("test")

@@ -1,0 +1,209 @@
+import hashlib
+import http.server
+import json
+import tarfile
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import add_bytes, build_imdb_archive, make_reviews, write_csv
+from sentiment.errors import DataError
+from sentiment.sources import DataWarning, download, iter_unlabelled, read_imdb, read_labelled
+
+# --- the user's own files ---------------------------------------------------------------------------------
+
+
+def test_csv_tsv_and_jsonl_read_the_same_reviews(tmp_path):
+    rows = [("Loved it!", "positive"), ("Dull, \"boring\"\nand long", "NEG"), ("ok", "1"), ("meh", "False")]
+    csv_path = write_csv(tmp_path / "r.csv", rows)
+    tsv_path = write_csv(tmp_path / "r.tsv", [(t.replace("\n", " "), y) for t, y in rows], delimiter="\t")
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in rows) + "\n")
+    for path in (csv_path, jsonl):
+        reviews = read_labelled(path)
+        assert reviews.texts == [t for t, _ in rows]
+        assert reviews.labels.tolist() == [1, 0, 1, 0]
+    assert read_labelled(tsv_path).labels.tolist() == [1, 0, 1, 0]
+
+
+def test_kaggle_columns_and_custom_columns(tmp_path):
+    kaggle = write_csv(tmp_path / "IMDB Dataset.csv", [("Great", "positive"), ("Bad", "negative")],
+                       header=("review", "sentiment"))
+    assert read_labelled(kaggle).labels.tolist() == [1, 0]
+    custom = write_csv(tmp_path / "c.csv", [("1", "Great", "true")], header=("id", "body", "y"))
+    reviews = read_labelled(custom, text_column="body", label_column="y")
+    assert reviews.texts == ["Great"] and reviews.ids == ["1"]
+
+
+def test_jsonl_labels_may_be_json_booleans_and_numbers(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"text": "a", "label": true}\n{"text": "b", "label": 0}\n')
+    assert read_labelled(path).labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_text(""), "the file is empty"),
+    (lambda p: p.write_text("text,label\n"), "no rows below the header"),
+    (lambda p: p.write_text("body,stars\nGreat,5\n"), "no text column 'text' (columns found: body, stars)"),
+    (lambda p: p.write_text("text,label\nGreat,pos\nBad,maybe\n"), "row 2: label 'maybe' is not one of"),
+])
+def test_bad_csv_gets_a_one_line_error_naming_the_file(tmp_path, setup, message):
+    path = tmp_path / "bad.csv"
+    setup(path)
+    with pytest.raises(DataError) as err:
+        read_labelled(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine", "label": 1}\n{"text": oops}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2: not valid JSON"):
+        read_labelled(path)
+    path.write_text('{"text": "fine", "label": 1}\n{"text": "x", "label": "meh"}\n')
+    with pytest.raises(DataError, match=r"line 2: label 'meh' is not one of"):
+        read_labelled(path)
+
+
+def test_plain_text_cannot_train_and_unknown_suffix_is_named(tmp_path):
+    (tmp_path / "r.txt").write_text("a review\n")
+    with pytest.raises(DataError, match="plain text has no labels"):
+        read_labelled(tmp_path / "r.txt")
+    (tmp_path / "r.xlsx").write_text("x")
+    with pytest.raises(DataError, match="unknown file type '.xlsx'"):
+        read_labelled(tmp_path / "r.xlsx")
+
+
+def test_bytes_that_are_not_utf8_are_replaced_with_one_warning(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,label\nCaf\xe9 cr\xe8me,pos\nna\xefve,neg\n".encode("latin-1"))
+    with pytest.warns(DataWarning, match=r"latin1.csv: 3 byte sequence\(s\) that are not UTF-8") as record:
+        reviews = read_labelled(path)
+    assert len([w for w in record if issubclass(w.category, DataWarning)]) == 1
+    assert reviews.texts[0] == "Caf\ufffd cr\ufffdme"
+
+
+def test_unlabelled_text_keeps_every_line_in_order(tmp_path):
+    path = tmp_path / "new.txt"
+    path.write_text("first\n\nthird\r\nfourth")
+    chunks = list(iter_unlabelled(path, chunk_size=3))
+    assert chunks == [(["first", "", "third"], None), (["fourth"], None)]
+
+
+def test_unlabelled_csv_and_jsonl_carry_ids(tmp_path):
+    csv_path = write_csv(tmp_path / "new.csv", [("7", "good"), ("9", "")], header=("id", "text"))
+    assert list(iter_unlabelled(csv_path)) == [(["good", ""], ["7", "9"])]
+    jsonl = tmp_path / "new.jsonl"
+    jsonl.write_text('{"id": 3, "text": "x"}\n{"id": 4, "review": "y"}\n')
+    assert list(iter_unlabelled(jsonl)) == [(["x", "y"], ["3", "4"])]
+
+
+# --- IMDb ----------------------------------------------------------------------------------------------
+
+
+def test_imdb_archive_and_folder_give_the_same_reviews(tmp_path):
+    archive = build_imdb_archive(tmp_path / "aclImdb_v1.tar.gz", n_train=20, n_test=10)
+    from_archive = read_imdb(archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    from_folder = read_imdb(tmp_path / "x" / "aclImdb")
+    for split, n in (("train", 20), ("test", 10)):
+        assert len(from_archive[split]) == n
+        assert from_archive[split].texts == from_folder[split].texts
+        np.testing.assert_array_equal(from_archive[split].labels, from_folder[split].labels)
+        assert from_archive[split].labels.sum() == n // 2  # unsup/ is not read
+
+
+def test_imdb_archive_without_a_test_split_reads_train(tmp_path):
+    archive = build_imdb_archive(tmp_path / "a.tar.gz", n_train=10, n_test=0)
+    assert set(read_imdb(archive)) == {"train"}
+
+
+@pytest.mark.parametrize("name, kind, linkname", [
+    ("../evil.txt", tarfile.REGTYPE, ""),
+    ("/etc/evil.txt", tarfile.REGTYPE, ""),
+    ("aclImdb/../../evil.txt", tarfile.REGTYPE, ""),
+    ("aclImdb/link", tarfile.SYMTYPE, "../../etc/passwd"),
+    ("aclImdb/abslink", tarfile.SYMTYPE, "/etc/passwd"),
+    ("aclImdb/hard", tarfile.LNKTYPE, "../outside"),
+])
+def test_archive_entries_that_escape_the_folder_are_refused(tmp_path, name, kind, linkname):
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        add_bytes(tar, "aclImdb/train/pos/0_9.txt", b"good")
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, linkname
+        tar.addfile(info)
+    with pytest.raises(DataError, match="refusing the archive"):
+        read_imdb(archive)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+# --- downloads, against a server on 127.0.0.1 ------------------------------------------------------------
+
+
+class _Server:
+    """Serves ``body`` at any path; ``truncate`` announces the full length but sends only part of it."""
+
+    def __init__(self, body: bytes, truncate: bool = False, status: int = 200):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                if outer.status == 200:
+                    self.wfile.write(outer.body[: len(outer.body) // 2] if outer.truncate else outer.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.body, self.truncate, self.status = body, truncate, status
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/aclImdb_v1.tar.gz"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def archive_bytes(tmp_path):
+    return build_imdb_archive(tmp_path / "src.tar.gz", n_train=10, n_test=4).read_bytes()
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_download_checks_the_checksum_and_renames_when_complete(tmp_path, archive_bytes):
+    server = _Server(archive_bytes)
+    try:
+        dest = tmp_path / "data" / "aclImdb_v1.tar.gz"
+        download(server.url, dest, hashlib.sha256(archive_bytes).hexdigest(), progress=False)
+        assert dest.read_bytes() == archive_bytes
+        assert _leftovers(dest.parent) == ["aclImdb_v1.tar.gz"]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("truncate, sha, status, message", [
+    (False, "0" * 64, 200, "SHA-256"),
+    (True, None, 200, "the transfer stopped after"),
+    (False, None, 404, "could not download"),
+])
+def test_failed_downloads_leave_nothing_behind(tmp_path, archive_bytes, truncate, sha, status, message):
+    server = _Server(archive_bytes, truncate=truncate, status=status)
+    try:
+        data_dir = tmp_path / "data"
+        with pytest.raises(DataError, match=message):
+            download(server.url, data_dir / "aclImdb_v1.tar.gz", sha, progress=False)
+        assert _leftovers(data_dir) == []
+    finally:
+        server.close()
