@@ -30,7 +30,7 @@ from sentiment.sources import (
 )
 from sentiment.text import TOKENIZER_VERSION, TRUNCATIONS, TextEncoder, Truncation, Vocab, encode_corpus
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_FOLDER = ".sentiment_cache"
 SPLITS = ("train", "val", "test")
 
@@ -314,7 +314,7 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError(f"{sources['train'] or sources['imdb']}: {len(train)} reviews are too few for a "
                                 f"val_fraction of {hp.val_fraction}; set --data.val_file")
             perm = np.random.default_rng(hp.seed).permutation(len(train))
-            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            val_idx, train_idx = perm[:n_val], np.sort(perm[n_val:])  # val unsorted: batches mix labels
             reviews["val"] = _subset(train, val_idx)
             reviews["train"] = _subset(train, train_idx)
         return reviews
