@@ -1,0 +1,276 @@
+"""``SentimentClassifier``: the LightningModule that trains, evaluates and serves ``SentimentNet``.
+
+It owns the loss, the metrics and their logging, one shared step for train/val/test, ``predict_step`` and
+the optimizer. It also carries the text encoder (tokenizer settings and vocabulary) inside its
+checkpoints, so a trained model reads raw reviews with no data module present.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryConfusionMatrix,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+)
+
+from sentiment.errors import DataError
+from sentiment.model import Cell, Pooling, SentimentNet, binary_loss
+from sentiment.text import TextEncoder
+
+LrSchedule = Literal["constant", "onecycle", "cosine"]
+CHECKPOINT_KEY = "text_encoder"
+
+
+class SentimentClassifier(L.LightningModule):
+    """Binary sentiment classifier over token ids, logging accuracy, F1, precision, recall and AUROC.
+
+    Args:
+        vocab_size: number of token ids (linked from the data module by the CLI; read from the
+            checkpoint when predicting).
+        pad_id: id of the padding token.
+        embed_dim: embedding width.
+        hidden_dim: recurrent state width per direction.
+        cell: ``lstm`` or ``gru``.
+        num_layers: stacked recurrent layers.
+        bidirectional: read reviews in both directions.
+        pooling: ``last``, ``mean``, ``max``, ``mean_max`` or ``attention``.
+        dropout: dropout before the output layer.
+        embed_dropout: dropout on the embeddings.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        lr_schedule: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine`` (warm up, then cosine decay).
+        warmup_ratio: share of the training steps spent warming up (``onecycle`` and ``cosine``).
+        label_smoothing: pull the training targets this far towards 0.5.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        pad_id: int = 0,
+        embed_dim: int = 128,
+        hidden_dim: int = 64,
+        cell: Cell = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        pooling: Pooling = "last",
+        dropout: float = 0.5,
+        embed_dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: LrSchedule = "constant",
+        warmup_ratio: float = 0.1,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if vocab_size is None:
+            raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
+                             "and reads it from the checkpoint (--ckpt_path) otherwise")
+        self.save_hyperparameters()
+        self.net = SentimentNet(vocab_size, embed_dim, hidden_dim, cell, num_layers, bidirectional, pooling,
+                                dropout, embed_dropout, pad_id)
+        self.text_encoder: TextEncoder | None = None
+        metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
+                                    "recall": BinaryRecall(), "auroc": BinaryAUROC()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.train_acc = BinaryAccuracy()
+        self.val_confusion = BinaryConfusionMatrix()
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids, lengths)
+
+    # --- train / val / test ----------------------------------------------------------------------------
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        labels = batch["labels"]
+        logits = self.net(batch["input_ids"], batch["lengths"])
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = binary_loss(logits, labels, smoothing)
+        probs = torch.sigmoid(logits.detach())
+        n = labels.numel()
+        if stage == "train":
+            self.train_acc(probs, labels)
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        else:
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(probs, labels)
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+            if stage == "val":
+                self.val_confusion.update(probs, labels)
+                self._val_outputs.append((probs.cpu(), labels.cpu()))
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        acc = values.pop("val/acc")
+        self.log("val/acc", acc, prog_bar=True)
+        self.log_dict(values)
+        confusion = self.val_confusion.compute()
+        if not self.trainer.sanity_checking:
+            self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
+                           "hp/val_auroc": values["val/auroc"]})
+            self._log_figures(confusion)
+        self.val_metrics.reset()
+        self.val_confusion.reset()
+        self._val_outputs.clear()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def on_fit_start(self) -> None:
+        # The hparams tab shows these metrics beside every hyperparameter of the run (model and data).
+        if isinstance(self.logger, TensorBoardLogger):
+            params = dict(self.hparams)
+            if self.trainer.datamodule is not None:
+                params.update({f"data.{k}": v for k, v in self.trainer.datamodule.hparams.items()})
+            self.logger.log_hyperparams(params, {"hp/val_acc": 0.0, "hp/val_f1": 0.0, "hp/val_auroc": 0.0})
+
+    def _log_figures(self, confusion: torch.Tensor) -> None:
+        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        writer = self.logger.experiment
+        step = self.global_step
+        writer.add_image("val/confusion_matrix", confusion_image(confusion.cpu().numpy()), step, dataformats="HWC")
+        if self._val_outputs:
+            probs = torch.cat([p for p, _ in self._val_outputs])
+            labels = torch.cat([t for _, t in self._val_outputs])
+            writer.add_pr_curve("val/pr_curve", labels, probs, step)
+
+    # --- optimizer -----------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * hp.warmup_ratio)
+        if hp.lr_schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
+                                                            pct_start=max(hp.warmup_ratio, 1e-3))
+        else:
+            def cosine(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- the text encoder travels with the weights -----------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage != "predict" and datamodule is not None and hasattr(datamodule, "text_encoder"):
+            encoder = datamodule.text_encoder
+            if len(encoder.vocab) != self.hparams.vocab_size:
+                raise DataError(f"the data's vocabulary has {len(encoder.vocab)} tokens but the model was built "
+                                f"for {self.hparams.vocab_size}; use the data settings the model was trained with")
+            self.text_encoder = encoder
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.text_encoder is not None:
+            checkpoint[CHECKPOINT_KEY] = self.text_encoder.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CHECKPOINT_KEY not in checkpoint:
+            return
+        saved = TextEncoder.from_dict(checkpoint[CHECKPOINT_KEY])
+        if self.text_encoder is not None and self.text_encoder.vocab != saved.vocab:
+            raise DataError("the checkpoint's vocabulary differs from the data module's: evaluate with the "
+                            "data settings (max_size, min_freq, max_length, training data) used for training")
+        self.text_encoder = saved
+
+    # --- predictions -----------------------------------------------------------------------------------
+
+    def _require_encoder(self) -> TextEncoder:
+        if self.text_encoder is None:
+            raise DataError("this model has no vocabulary: load it from a checkpoint written by `sentiment fit`, "
+                            "or train it with a SentimentDataModule")
+        return self.text_encoder
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if "input_ids" in batch:
+            input_ids, lengths = batch["input_ids"], batch["lengths"]
+        else:
+            input_ids, lengths = self._require_encoder().encode_batch(batch["text"])
+        scores = torch.sigmoid(self.net(input_ids.to(self.device), lengths))
+        return {"index": batch.get("index"), "id": batch.get("id"), "score": scores.cpu()}
+
+    @torch.no_grad()
+    def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
+        """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order.
+
+        ``score`` is the probability that the review is positive. Runs in eval mode, batched.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        encoder = self._require_encoder()
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for start in range(0, len(texts), batch_size):
+                input_ids, lengths = encoder.encode_batch(texts[start : start + batch_size])
+                scores = torch.sigmoid(self.net(input_ids.to(self.device), lengths)).tolist()
+                out.extend({"label": label_of(s), "score": s} for s in scores)
+            return out
+        finally:
+            self.train(was_training)
+
+
+def label_of(score: float) -> str:
+    return "positive" if score >= 0.5 else "negative"
+
+
+def confusion_image(matrix: np.ndarray, cell: int = 120) -> np.ndarray:
+    """A 2 x 2 confusion matrix as an RGB picture: rows true neg/pos, columns predicted neg/pos."""
+    from PIL import Image, ImageDraw
+
+    margin = 90
+    size = margin + 2 * cell
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    total = max(1, int(matrix.sum()))
+    row_totals = matrix.sum(axis=1).clip(min=1)
+    for r in range(2):
+        for c in range(2):
+            share = matrix[r, c] / row_totals[r]
+            shade = int(255 - 180 * share)
+            x0, y0 = margin + c * cell, margin + r * cell
+            draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=(shade, shade, 255))
+            text = f"{int(matrix[r, c])}\n{100 * matrix[r, c] / total:.1f}%"
+            draw.multiline_text((x0 + cell // 2, y0 + cell // 2), text, fill="black" if share < 0.6 else "white",
+                                anchor="mm", align="center")
+    for i, name in enumerate(("neg", "pos")):
+        draw.text((margin + i * cell + cell // 2, margin - 15), name, fill="black", anchor="mm")
+        draw.text((margin - 25, margin + i * cell + cell // 2), name, fill="black", anchor="mm")
+    draw.text((margin + cell, 20), "predicted", fill="black", anchor="mm")
+    draw.text((20, margin + cell), "true", fill="black", anchor="mm")
+    return np.asarray(img)

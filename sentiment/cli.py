@@ -1,0 +1,168 @@
+"""The ``sentiment`` command: Lightning's own fit / validate / test / predict, CPU only, TensorBoard logs.
+
+    sentiment fit --config configs/imdb.yaml
+    sentiment test --config configs/imdb.yaml --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt
+    sentiment predict --ckpt_path best.ckpt --data.predict_file reviews.txt --prediction_writer.output_path out.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from sentiment.classifier import SentimentClassifier, label_of
+from sentiment.data import SentimentDataModule
+from sentiment.errors import DataError
+
+# Data settings that decide the vocabulary, the encoding and the evaluation data: `validate` and `test`
+# take those left at their defaults from the checkpoint, so evaluation encodes reviews as training did.
+CKPT_DATA_KEYS = ("text_column", "label_column", "max_length", "truncation", "min_freq", "max_size",
+                  "val_fraction", "seed", "train_file", "val_file", "test_file")
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes one CSV row per input review, in input order, batch by batch (memory stays flat).
+
+    Columns: ``index`` (0-based row of the input), ``label`` (positive/negative), ``score`` (probability
+    of positive) and ``id`` when the input has an id column. The file appears only once complete.
+
+    Args:
+        output_path: the CSV file to write.
+    """
+
+    def __init__(self, output_path: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.output_path = Path(output_path)
+        self._file = None
+        self._tmp: Path | None = None
+        self._writer = None
+        self.rows = 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.output_path.name}.", suffix=".tmp", dir=self.output_path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._writer = None
+        self.rows = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction: dict[str, Any], batch_indices, batch,
+                           batch_idx: int, dataloader_idx: int) -> None:
+        scores = prediction["score"].tolist()
+        index = prediction["index"]
+        index = index.tolist() if index is not None else range(self.rows, self.rows + len(scores))
+        ids = prediction.get("id")
+        if self._writer is None:
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["index", "label", "score"] + (["id"] if ids is not None else []))
+        rows = [[i, label_of(s), f"{s:.6f}"] for i, s in zip(index, scores)]
+        if ids is not None:
+            for row, id_ in zip(rows, ids):
+                row.append(id_)
+        self._writer.writerows(rows)
+        self.rows += len(rows)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._writer is None:  # no input rows: still a well-formed file
+            csv.writer(self._file).writerow(["index", "label", "score"])
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.output_path)
+        self._file = self._tmp = None
+        rank_zero_info(f"Wrote {self.rows} predictions to {self.output_path}")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            self._file = self._tmp = None
+
+
+class SentimentCLI(LightningCLI):
+    """``LightningCLI`` with the data module's vocabulary linked into the model, checkpoints by ``val/acc``,
+    TensorBoard logging and a CSV prediction writer."""
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        self._building = subcommand  # add_arguments_to_parser below adds per-subcommand arguments
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            # predictions go to the CSV writer as they are made; keeping them all would grow memory
+            parser.set_defaults({"return_predictions": False, "trainer.logger": False})
+        return parser
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
+                             "checkpoint.filename": "best", "checkpoint.save_last": True,
+                             "checkpoint.auto_insert_metric_name": False})
+        subcommand = getattr(self, "_building", "fit")
+        if subcommand == "fit":
+            # Other subcommands read the model's size from the checkpoint instead.
+            parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+            parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
+        if subcommand == "predict":
+            parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            if subcommand != "fit" and not ckpt_path:
+                raise DataError(f"`sentiment {subcommand}` needs a trained model: pass --ckpt_path "
+                                "(e.g. lightning_logs/version_0/checkpoints/best.ckpt)")
+            if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
+                raise DataError(f"{ckpt_path}: no such checkpoint file")
+            if ckpt_path and subcommand in ("validate", "test") and Path(ckpt_path).is_file():
+                self._apply_data_hparams(ckpt_path)
+
+    def _apply_data_hparams(self, ckpt_path: str) -> None:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = ckpt.get("datamodule_hyper_parameters") or {}
+        data = self.config[self.config.subcommand].data
+        defaults = inspect.signature(SentimentDataModule).parameters
+        for key in CKPT_DATA_KEYS:
+            if key in saved and data[key] == defaults[key].default:
+                data[key] = saved[key]
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.logger is None or trainer.logger is True:
+            # TensorBoard, without Lightning's placeholder `hp_metric`: the model logs real ones
+            trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
+                save_dir=trainer.default_root_dir or os.getcwd(), name="lightning_logs", default_hp_metric=False))
+        if self.subcommand == "predict" and not config.data.predict_file:
+            raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")
+
+
+def cli_main(args: list[str] | None = None) -> None:
+    """Entry point of ``sentiment`` and ``python -m sentiment``."""
+    try:
+        SentimentCLI(
+            SentimentClassifier,
+            SentimentDataModule,
+            trainer_defaults={"accelerator": "cpu"},
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs."},
+            args=args,
+        )
+    except DataError as e:
+        if os.environ.get("SENTIMENT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,155 @@
+"""The `sentiment` command end to end on a tiny corpus: fit, then test and predict from the checkpoint alone."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_reviews, write_csv
+from sentiment.classifier import SentimentClassifier
+from sentiment.cli import cli_main
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def run_cli(*args):
+    """The exit code `sentiment ARGS` would give."""
+    argv = sys.argv
+    sys.argv = ["sentiment"]  # LightningCLI warns when it sees both args and a command line
+    try:
+        cli_main(list(args))
+    except SystemExit as e:
+        return e.code or 0
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny fit shared by the tests below: its folder, checkpoint and data files."""
+    root = tmp_path_factory.mktemp("fit")
+    train = write_csv(root / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
+    test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
+    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test),
+            "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
+            "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
+            "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
+            "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
+    assert run_cli(*args) == 0
+    ckpt_dir = root / "lightning_logs" / "version_0" / "checkpoints"
+    return {"root": root, "best": ckpt_dir / "best.ckpt", "last": ckpt_dir / "last.ckpt", "test": test}
+
+
+def test_fit_writes_best_and_last_checkpoints_and_tensorboard_logs(trained):
+    assert trained["best"].is_file() and trained["last"].is_file()
+    run = trained["root"] / "lightning_logs" / "version_0"
+    events = _events(run)
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "train/lr", "val/acc", "val/f1", "val/precision", "val/recall",
+                "val/auroc", "val/loss", "hp/val_acc"):
+        assert tag in scalars, tag
+    assert "val/confusion_matrix" in events.Tags()["images"]
+    assert "val/pr_curve" in events.Tags()["tensors"]
+    assert events.Scalars("val/acc")[-1].value > 0.9
+    hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hparams["vocab_size"] > 2 and "hidden_dim" in hparams
+
+
+def test_checkpoint_alone_predicts_raw_text(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data, no config
+    model = SentimentClassifier.load_from_checkpoint(trained["best"])
+    out = model.predict(["Wonderful, brilliant, superb film.", "Awful, boring, terrible waste."])
+    assert [o["label"] for o in out] == ["positive", "negative"]
+    assert out[0]["score"] > 0.5 > out[1]["score"]
+
+
+def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reviews = ["A wonderful, brilliant film.", "", "Terrible and boring.", "superb fun"] * 30
+    (tmp_path / "new.txt").write_text("\n".join(reviews) + "\n")
+    code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", "new.txt",
+                   "--data.batch_size", "16", "--prediction_writer.output_path", "out/preds.csv",
+                   "--trainer.enable_progress_bar", "false")
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "preds.csv")))
+    assert [int(r["index"]) for r in rows] == list(range(len(reviews)))
+    assert [r["label"] for r in rows[:4:2]] == ["positive", "negative"]
+    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preds.csv"]  # no temporary file left
+    assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "data").exists()
+
+
+def test_predict_copies_the_id_column(trained, tmp_path):
+    path = write_csv(tmp_path / "new.csv", [("r1", "brilliant superb"), ("r2", "awful dull")], header=("id", "text"))
+    run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(path),
+            "--prediction_writer.output_path", str(tmp_path / "p.csv"), "--trainer.enable_progress_bar", "false")
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert [(r["index"], r["id"], r["label"]) for r in rows] == [("0", "r1", "positive"), ("1", "r2", "negative")]
+
+
+def test_test_reads_data_settings_from_the_checkpoint(trained):
+    # no --config: min_freq=1 and the data files come from the checkpoint, so the vocabulary matches
+    assert run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(trained["root"] / "data"),
+                   "--trainer.default_root_dir", str(trained["root"] / "eval"),
+                   "--trainer.enable_progress_bar", "false") == 0
+    events = _events(trained["root"] / "eval" / "lightning_logs" / "version_0")
+    for name in ("test/acc", "test/f1", "test/precision", "test/recall", "test/auroc", "test/loss"):
+        assert name in events.Tags()["scalars"], name
+    assert events.Scalars("test/acc")[-1].value > 0.9
+
+
+def test_test_with_other_vocabulary_settings_is_refused(trained, tmp_path, capsys):
+    other = write_csv(tmp_path / "other.csv", [(t, y) for t, y in make_reviews(100, seed=9)])
+    code = run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(tmp_path / "data"),
+                   "--data.test_file", str(trained["test"]), "--trainer.default_root_dir", str(tmp_path),
+                   "--trainer.enable_progress_bar", "false", "--data.max_size", "10")
+    assert code == 1
+    assert "vocabulary" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "--data.predict_file", "x.txt"], "needs a trained model: pass --ckpt_path"),
+    (["test", "--ckpt_path", "nowhere.ckpt"], "nowhere.ckpt: no such checkpoint file"),
+])
+def test_cli_errors_are_one_line(args, message, capsys):
+    assert run_cli(*args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {err[len('error: '):]}" and message in err and "\n" not in err
+
+
+def test_predict_without_input_is_a_clear_error(trained, capsys):
+    assert run_cli("predict", "--ckpt_path", str(trained["best"])) == 1
+    assert "needs reviews to classify: pass --data.predict_file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_parses(config, capsys):
+    assert run_cli("fit", "--config", str(config), "--print_config") == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["accelerator"] == "cpu"
+
+
+def test_fast_dev_run_overlay_on_a_tiny_corpus(tmp_path, tiny_csv):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert run_cli(*["fit", "--config", str(configs / "imdb.yaml"), "--config", str(configs / "debug.yaml"),
+              "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+
+
+def test_python_m_sentiment_and_the_console_command_show_help():
+    for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        assert "--data.truncation" in out and "--model.pooling" in out and "head_tail" in out

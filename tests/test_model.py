@@ -1,0 +1,104 @@
+import itertools
+
+import pytest
+import torch
+
+from sentiment.classifier import SentimentClassifier
+from sentiment.model import CELLS, POOLINGS, SentimentNet
+from sentiment.text import TextEncoder, Vocab
+
+
+@pytest.mark.parametrize("cell, pooling, bidirectional",
+                         [(c, p, b) for c, p in itertools.product(CELLS, POOLINGS) for b in (False, True)])
+def test_forward_shapes_for_every_cell_and_pooling(cell, pooling, bidirectional):
+    net = SentimentNet(vocab_size=50, embed_dim=8, hidden_dim=6, cell=cell, pooling=pooling,
+                       bidirectional=bidirectional, num_layers=2)
+    input_ids = torch.randint(1, 50, (5, 12))
+    lengths = torch.tensor([12, 3, 7, 1, 0])
+    logits, weights = net(input_ids, lengths, return_attention=True)
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+    if pooling == "attention":
+        assert weights.shape == (5, 12)
+        torch.testing.assert_close(weights.sum(1), torch.ones(5))
+        assert (weights[1, 3:] == 0).all()  # no attention on padding
+    else:
+        assert weights is None
+
+
+@pytest.mark.parametrize("cell, pooling, bidirectional",
+                         [(c, p, b) for c, p in itertools.product(CELLS, POOLINGS) for b in (False, True)])
+def test_padding_never_changes_a_logit(cell, pooling, bidirectional):
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=30, embed_dim=8, hidden_dim=6, cell=cell, pooling=pooling,
+                       bidirectional=bidirectional).eval()
+    review = torch.randint(2, 30, (1, 5))
+    alone = net(review, torch.tensor([5]))
+    longer = torch.randint(2, 30, (2, 20))
+    batch = torch.zeros(3, 20, dtype=torch.long)
+    batch[0, :5] = review
+    batch[1:] = longer
+    together = net(batch, torch.tensor([5, 20, 11]))
+    torch.testing.assert_close(together[0], alone[0])
+    # whatever sits in the padded positions does not matter either
+    batch[0, 5:] = 7
+    torch.testing.assert_close(net(batch, torch.tensor([5, 20, 11]))[0], alone[0])
+
+
+def test_the_network_imports_no_lightning():
+    import sentiment.model as model
+
+    source = open(model.__file__).read()
+    assert "lightning" not in source
+
+
+def _toy_batches(n_batches=4, batch_size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        labels = torch.randint(0, 2, (batch_size,), generator=g)
+        input_ids = torch.randint(4, 40, (batch_size, 10), generator=g)
+        input_ids[:, 3] = 2 + labels  # the sentiment word
+        batches.append({"input_ids": input_ids, "lengths": torch.full((batch_size,), 10), "labels": labels})
+    return batches
+
+
+def test_a_few_batches_can_be_overfit():
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
+                                lr=0.01)
+    batches = _toy_batches()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        for b in batches:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b["input_ids"], b["lengths"]),
+                                                                        b["labels"].float())
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
+    assert correct == 64
+
+
+def test_predict_api_returns_labels_and_scores_in_input_order():
+    vocab = Vocab(["<pad>", "<unk>", "good", "bad"])
+    model = SentimentClassifier(vocab_size=4, embed_dim=4, hidden_dim=4)
+    model.text_encoder = TextEncoder(vocab)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.net.embedding.weight[2, 0] = 1.0  # "good" pushes the mean-free last state positive
+        model.net.head.weight.fill_(0.0)
+    model.train()
+    out = model.predict(["good", "bad", ""])
+    assert [set(o) for o in out] == [{"label", "score"}] * 3
+    assert all(0.0 <= o["score"] <= 1.0 for o in out)
+    assert all(o["label"] == ("positive" if o["score"] >= 0.5 else "negative") for o in out)
+    assert model.training  # predict() restores the mode it found
+    assert model.predict("good") == out[:1]
+
+
+def test_predict_without_a_vocabulary_says_what_to_do():
+    with pytest.raises(ValueError, match="no vocabulary"):
+        SentimentClassifier(vocab_size=4).predict(["x"])
