@@ -48,6 +48,9 @@ class SentimentClassifier(L.LightningModule):
         pooling: ``last``, ``mean``, ``max``, ``mean_max`` or ``attention``.
         dropout: dropout before the output layer.
         embed_dropout: dropout on the embeddings.
+        ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
+            (0: no bag).
+        ngram_dim: embedding width of the n-gram bag.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         lr_schedule: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine`` (warm up, then cosine decay).
@@ -67,6 +70,8 @@ class SentimentClassifier(L.LightningModule):
         pooling: Pooling = "last",
         dropout: float = 0.5,
         embed_dropout: float = 0.0,
+        ngram_buckets: int = 0,
+        ngram_dim: int = 16,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: LrSchedule = "constant",
@@ -79,7 +84,7 @@ class SentimentClassifier(L.LightningModule):
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
         self.save_hyperparameters()
         self.net = SentimentNet(vocab_size, embed_dim, hidden_dim, cell, num_layers, bidirectional, pooling,
-                                dropout, embed_dropout, pad_id)
+                                dropout, embed_dropout, pad_id, ngram_buckets, ngram_dim)
         self.text_encoder: TextEncoder | None = None
         metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
                                     "recall": BinaryRecall(), "auroc": BinaryAUROC()})
