@@ -12,6 +12,7 @@ import inspect
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from sentiment.errors import DataError
 CKPT_DATA_KEYS = ("text_column", "label_column", "max_length", "truncation", "min_freq", "max_size",
                   "val_fraction", "seed", "train_file", "val_file", "test_file")
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+# Predict batches stream from a file (an IterableDataset), so Lightning cannot list their indices; the
+# writer numbers rows itself.
+warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices", category=UserWarning)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -153,3 +153,22 @@ def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         assert "--data.truncation" in out and "--model.pooling" in out and "head_tail" in out
+
+
+def test_data_module_and_model_work_in_a_plain_lightning_script(tmp_path, tiny_csv):
+    import lightning as L
+
+    from sentiment import SentimentClassifier, SentimentDataModule
+
+    L.seed_everything(0)
+    (tmp_path / "new.txt").write_text("brilliant superb fun\nawful dull waste\n")
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), min_freq=1,
+                             predict_file=str(tmp_path / "new.txt"), batch_size=32)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=16, hidden_dim=16, pooling="mean_max", lr=0.01)
+    trainer = L.Trainer(max_epochs=10, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert trainer.callback_metrics["val/acc"] > 0.9
+    predictions = trainer.predict(model, dm)
+    assert torch.cat([p["score"] for p in predictions]).tolist()[0] > 0.5
+    assert model.predict(["awful dull waste"])[0]["label"] == "negative"

@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Speed, measured side by side in one run, each figure as a ratio against its reference.
+
+    python scripts/benchmark.py                   # full run on the IMDb training archive; updates BENCHMARKS.md
+    python scripts/benchmark.py --quick           # a small, fast pass (used by the test suite); writes nothing
+    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict
+
+No network: the reviews come from ../shared/data/aclImdb_train.tar.gz or --archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import Counter
+from itertools import chain
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sentiment.classifier import SentimentClassifier  # noqa: E402
+from sentiment.cli import cli_main  # noqa: E402
+from sentiment.data import EncodedReviews, _as_batch  # noqa: E402
+from sentiment.model import SentimentNet, binary_loss  # noqa: E402
+from sentiment.sources import read_imdb  # noqa: E402
+from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize  # noqa: E402
+
+DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
+MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+# The default recipe's model (configs/imdb.yaml).
+DEFAULT_MODEL = dict(embed_dim=128, hidden_dim=128, cell="lstm", pooling="mean_max", dropout=0.5, embed_dropout=0.25)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"lightning {L.__version__}, {torch.get_num_threads()} torch threads")
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+# --- 1. tokenization + vocabulary + encoding ------------------------------------------------------------
+
+
+def hf_tokenizers_pipeline(texts: list[str]) -> np.ndarray:
+    """Hugging Face `tokenizers` doing the same job: lower-case and strip tags, WordLevel vocabulary of
+    30,000 (min count 2) trained on the texts, Whitespace pre-tokenizer, encode_batch truncating and
+    padding to 128."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex("<[^<>]*>"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=30000, min_frequency=2,
+                                                             special_tokens=["<pad>", "<unk>"]))
+    tok.enable_truncation(128)
+    tok.enable_padding(pad_id=0, pad_token="<pad>", length=128)
+    return np.array([e.ids for e in tok.encode_batch(texts)], dtype=np.int32)
+
+
+def bench_tokenize(texts: list[str], rows: list, repeat: int) -> None:
+    ours, _ = timed(lambda: encode_corpus(texts, min_freq=2, max_size=30000, max_length=128), repeat)
+    one, _ = timed(lambda: encode_corpus(texts, min_freq=2, max_size=30000, max_length=128, num_proc=1), repeat)
+    rows.append((f"tokenize + vocabulary + encode {len(texts):,} reviews", f"{ours:.2f} s (1 process: {one:.2f} s)",
+                 "<= 2 s", ""))
+    try:
+        theirs, _ = timed(lambda: hf_tokenizers_pipeline(texts), repeat)
+    except ImportError:
+        rows.append(("  vs Hugging Face tokenizers", "not installed (pip install tokenizers)", ">= 1.5x", ""))
+        return
+    rows.append(("  vs Hugging Face `tokenizers` (WordLevel, same job)", f"{theirs:.2f} s", ">= 1.5x",
+                 f"{theirs / ours:.1f}x faster"))
+
+
+# --- 2. training throughput, plain PyTorch loops ---------------------------------------------------------
+
+
+def plain_loop(net: torch.nn.Module, dataset: EncodedReviews, batch_size: int, steps: int, lr: float,
+               adam: bool = False) -> float:
+    """Reviews per second over ``steps`` training steps (after one warm-up step)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_as_batch)
+    optimizer = (torch.optim.Adam if adam else torch.optim.AdamW)(net.parameters(), lr=lr)
+    net.train()
+    batches = iter(loader)
+    seen, start = 0, None
+    for step in range(steps + 1):
+        if step == 1:
+            start, seen = time.perf_counter(), 0
+        batch = next(batches)
+        loss = binary_loss(net(batch["input_ids"], batch["lengths"]), batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(batch["labels"])
+    return seen / (time.perf_counter() - start)
+
+
+def encode_for(texts, labels, **settings) -> tuple[EncodedReviews, int]:
+    vocab, ids, lengths = encode_corpus(texts, **settings)
+    return EncodedReviews(ids, lengths, labels), len(vocab)
+
+
+class OriginalNet(torch.nn.Module):
+    """The original learning project's model: Embedding(128) -> LSTM(64) -> output at step 128 ->
+    Dropout(0.5) -> Linear, on batches always padded to 128 tokens."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(vocab_size, 128)
+        self.lstm = torch.nn.LSTM(128, 64, batch_first=True)
+        self.dropout = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(64, 1)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embedding(input_ids))
+        return self.fc(self.dropout(out[:, -1])).squeeze(-1)
+
+
+class _FullWidth(EncodedReviews):
+    """Batches always 128 wide, as the original project padded them."""
+
+    def __getitems__(self, indices):
+        batch = super().__getitems__(indices)
+        ids = torch.zeros(len(indices), self.ids.shape[1], dtype=torch.long)
+        ids[:, : batch["input_ids"].shape[1]] = batch["input_ids"]
+        return {**batch, "input_ids": ids}
+
+
+def bench_train(texts, labels, rows: list, steps: int) -> None:
+    torch.manual_seed(0)
+    default_data, default_vocab = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
+    # the original recipe: every word of the training reviews in the vocabulary, first 128 tokens
+    full_vocab = Vocab.build(Counter(chain.from_iterable(map(tokenize, texts))))
+    _, ids, lengths = encode_corpus(texts, vocab=full_vocab, max_length=128, truncation="head")
+    seed_data = _FullWidth(ids, lengths, labels)
+    ours = plain_loop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, steps, 3e-3)
+    seed = plain_loop(OriginalNet(len(full_vocab)), seed_data, 50, steps, 1e-3, adam=True)
+    rows.append(("training throughput, default model (plain loop)", f"{ours:,.0f} reviews/s", ">= 3x", ""))
+    rows.append((f"  vs the original recipe (uncapped vocabulary of {len(full_vocab):,}, batch 50, Adam)",
+                 f"{seed:,.0f} reviews/s", ">= 3x", f"{ours / seed:.1f}x"))
+
+
+# --- 3. Lightning's overhead ----------------------------------------------------------------------------
+
+
+class _FixedData(L.LightningDataModule):
+    def __init__(self, dataset):
+        super().__init__()
+        self.data = dataset
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=64, shuffle=True, collate_fn=_as_batch)
+
+
+def bench_lightning(texts, labels, rows: list, steps: int) -> None:
+    data, vocab_size = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
+    torch.manual_seed(0)
+    plain = plain_loop(SentimentNet(vocab_size, **DEFAULT_MODEL), data, 64, steps, 3e-3)
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=vocab_size, lr=3e-3, **DEFAULT_MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = L.Trainer(accelerator="cpu", max_steps=steps + 1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            default_root_dir=tmp)
+        timer = _StepTimer()
+        trainer.callbacks.append(timer)
+        trainer.fit(model, _FixedData(data))
+    lightning = timer.seen / timer.elapsed
+    rows.append(("training throughput, `Trainer` + SentimentClassifier", f"{lightning:,.0f} reviews/s", "<= 5% slower",
+                 f"{100 * (plain / lightning - 1):+.1f}% vs plain loop ({plain:,.0f} reviews/s)"))
+
+
+class _StepTimer(L.Callback):
+    """Times training steps after the first, as plain_loop does."""
+
+    def __init__(self):
+        self.start, self.seen, self.elapsed = None, 0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            self.start, self.seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.seen += len(batch["labels"])
+            self.elapsed = time.perf_counter() - self.start
+
+
+# --- 4. predictions -------------------------------------------------------------------------------------
+
+
+def bench_predict(texts: list[str], labels, rows: list) -> None:
+    vocab, _, _ = encode_corpus(texts, min_freq=2, max_size=30000, max_length=128)
+    model = SentimentClassifier(vocab_size=len(vocab), **DEFAULT_MODEL)
+    model.text_encoder = TextEncoder(vocab)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.ckpt"
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      "pytorch-lightning_version": L.__version__}
+        model.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, ckpt)
+        reviews = Path(tmp) / "reviews.txt"
+        reviews.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+        out = Path(tmp) / "predictions.csv"
+        argv, sys.argv = sys.argv, ["sentiment"]
+        try:
+            elapsed, _ = timed(lambda: cli_main(["predict", "--ckpt_path", str(ckpt), "--data.predict_file",
+                                                 str(reviews), "--data.batch_size", "256",
+                                                 "--prediction_writer.output_path", str(out),
+                                                 "--trainer.enable_progress_bar", "false"]))
+        finally:
+            sys.argv = argv
+        with open(out) as f:
+            n_rows = sum(1 for _ in csv.reader(f)) - 1
+        assert n_rows == len(texts), (n_rows, len(texts))
+        loaded = SentimentClassifier.load_from_checkpoint(ckpt)
+    rows.append((f"`sentiment predict`, {len(texts):,} raw reviews -> CSV (incl. start-up)",
+                 f"{len(texts) / elapsed:,.0f} reviews/s", ">= 5,000/s", f"{elapsed:.1f} s"))
+    loaded.predict(texts[0])
+    latencies = []
+    for text in texts[:200]:
+        start = time.perf_counter()
+        loaded.predict(text)
+        latencies.append(time.perf_counter() - start)
+    rows.append(("`SentimentClassifier.predict`, one review", f"{1000 * statistics.median(latencies):.2f} ms median",
+                 "<= 5 ms", f"p99 {1000 * np.percentile(latencies, 99):.2f} ms"))
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+def report(rows: list, args) -> str:
+    lines = [MARK_START, "",
+             f"Measured {datetime.date.today().isoformat()} by `python scripts/benchmark.py"
+             f"{' --quick' if args.quick else ''}` on: {machine()}.", "",
+             "| what | measured | goal | ratio / note |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines + ["", MARK_END])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="IMDb archive or aclImdb/ folder")
+    parser.add_argument("--quick", action="store_true", help="2,000 reviews and a few steps; writes nothing")
+    parser.add_argument("--only", default="tokenize,train,lightning,predict", help="comma-separated sections")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="file whose table is replaced")
+    args = parser.parse_args(argv)
+    if not args.archive.exists():
+        parser.error(f"{args.archive}: no such archive (pass --archive)")
+    train = read_imdb(args.archive, ("train",))["train"]
+    texts, labels = train.texts, train.labels
+    if args.quick:
+        pick = np.random.default_rng(0).permutation(len(texts))[:2000]
+        texts, labels = [texts[i] for i in pick], labels[pick]
+    steps = 5 if args.quick else 100
+    sections = set(args.only.split(","))
+    rows: list = []
+    if "tokenize" in sections:
+        bench_tokenize(texts, rows, repeat=1 if args.quick else 3)
+    if "train" in sections:
+        bench_train(texts, labels, rows, steps)
+    if "lightning" in sections:
+        bench_lightning(texts, labels, rows, steps)
+    if "predict" in sections:
+        bench_predict(texts, labels, rows)
+    table = report(rows, args)
+    print(table)
+    if not args.quick:
+        text = args.output.read_text() if args.output.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
+        head, rest = text.split(MARK_START, 1)
+        args.output.write_text(head + table + rest.split(MARK_END, 1)[1])
+        print(f"updated {args.output}")
+
+
+if __name__ == "__main__":
+    main()
