@@ -27,7 +27,7 @@ from torchmetrics.classification import (
 
 from sentiment.errors import DataError
 from sentiment.model import Cell, Pooling, SentimentNet, binary_loss
-from sentiment.text import TextEncoder
+from sentiment.text import TextEncoder, Vocab
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
 CHECKPOINT_KEY = "text_encoder"
@@ -48,6 +48,7 @@ class SentimentClassifier(L.LightningModule):
         pooling: ``last``, ``mean``, ``max``, ``mean_max`` or ``attention``.
         dropout: dropout before the output layer.
         embed_dropout: dropout on the embeddings.
+        word_dropout: while training, the share of tokens replaced by ``<unk>``.
         ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
             (0: no bag).
         ngram_dim: embedding width of the n-gram bag.
@@ -70,6 +71,7 @@ class SentimentClassifier(L.LightningModule):
         pooling: Pooling = "last",
         dropout: float = 0.5,
         embed_dropout: float = 0.0,
+        word_dropout: float = 0.0,
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
         lr: float = 1e-3,
@@ -83,8 +85,11 @@ class SentimentClassifier(L.LightningModule):
             raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
         self.save_hyperparameters()
-        self.net = SentimentNet(vocab_size, embed_dim, hidden_dim, cell, num_layers, bidirectional, pooling,
-                                dropout, embed_dropout, pad_id, ngram_buckets, ngram_dim)
+        self.net = SentimentNet(
+            vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim, cell=cell, num_layers=num_layers,
+            bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
+            word_dropout=word_dropout, pad_id=pad_id, unk_id=Vocab.unk_id, ngram_buckets=ngram_buckets,
+            ngram_dim=ngram_dim)
         self.text_encoder: TextEncoder | None = None
         metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
                                     "recall": BinaryRecall(), "auroc": BinaryAUROC()})

@@ -112,7 +112,9 @@ class SentimentNet(nn.Module):
             ``mean``, ``max``, ``mean_max`` (both, concatenated) or ``attention`` (learned weights).
         dropout: dropout before the output layer (and between stacked layers).
         embed_dropout: dropout on the embeddings.
+        word_dropout: while training, the share of tokens replaced by ``<unk>`` (a regularizer for text).
         pad_id: id of the padding token (its embedding stays zero).
+        unk_id: id of the unknown-word token.
         ngram_buckets: hash buckets for word bigrams in an n-gram bag beside the encoder (0: no bag).
         ngram_dim: embedding width of the n-gram bag.
     """
@@ -128,7 +130,9 @@ class SentimentNet(nn.Module):
         pooling: Pooling = "last",
         dropout: float = 0.5,
         embed_dropout: float = 0.0,
+        word_dropout: float = 0.0,
         pad_id: int = 0,
+        unk_id: int = 1,
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
     ) -> None:
@@ -138,6 +142,7 @@ class SentimentNet(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
+        self.word_dropout, self.unk_id = word_dropout, unk_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.embed_dropout = nn.Dropout(embed_dropout)
         self.encoder = RecurrentEncoder(embed_dim, hidden_dim, cell, num_layers, bidirectional,
@@ -157,6 +162,9 @@ class SentimentNet(nn.Module):
         An empty review (length 0) is read as a single padding token.
         """
         lengths = lengths.clamp(min=1, max=input_ids.size(1)).to(input_ids.device)
+        if self.training and self.word_dropout > 0:
+            dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
+            input_ids = input_ids.masked_fill(dropped & (input_ids != self.embedding.padding_idx), self.unk_id)
         states, summary = self.encoder(self.embed_dropout(self.embedding(input_ids)), lengths)
         weights = None
         mask = torch.arange(states.size(1), device=states.device)[None, :] < lengths[:, None]

@@ -172,3 +172,36 @@ def test_data_module_and_model_work_in_a_plain_lightning_script(tmp_path, tiny_c
     predictions = trainer.predict(model, dm)
     assert torch.cat([p["score"] for p in predictions]).tolist()[0] > 0.5
     assert model.predict(["awful dull waste"])[0]["label"] == "negative"
+
+
+def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
+    def fit(name):
+        assert run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+                       "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.1",
+                       "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / name),
+                       "--trainer.enable_progress_bar", "false") == 0
+        ckpt = torch.load(tmp_path / name / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
+                          weights_only=True)
+        return ckpt["state_dict"]
+
+    first, second = fit("a"), fit("b")
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+
+
+def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
+    common = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+              "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.enable_progress_bar", "false"]
+    assert run_cli("fit", *common, "--trainer.max_epochs", "1") == 0
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    steps_per_epoch = torch.load(last, weights_only=True)["global_step"]
+    assert run_cli("fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", "last") == 0
+    assert not (tmp_path / "lightning_logs" / "version_1").exists()  # the same run goes on
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_per_epoch  # one more epoch, not two
+
+
+def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
+    assert run_cli("fit", "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)) == 1
+    assert "no lightning_logs/version_*/checkpoints/last.ckpt" in capsys.readouterr().err
