@@ -129,10 +129,23 @@ class SentimentCLI(LightningCLI):
             if subcommand != "fit" and not ckpt_path:
                 raise DataError(f"`sentiment {subcommand}` needs a trained model: pass --ckpt_path "
                                 "(e.g. lightning_logs/version_0/checkpoints/best.ckpt)")
+            if subcommand == "fit" and ckpt_path == "last":
+                self._resume_last()
+                ckpt_path = self.config.fit.ckpt_path
             if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
                 raise DataError(f"{ckpt_path}: no such checkpoint file")
             if ckpt_path and subcommand in ("validate", "test") and Path(ckpt_path).is_file():
                 self._apply_data_hparams(ckpt_path)
+
+    def _resume_last(self) -> None:
+        """``fit --ckpt_path last``: continue the newest run's ``last.ckpt``, logging into the same version."""
+        root = Path(self.config.fit.trainer.default_root_dir or os.getcwd()) / "lightning_logs"
+        candidates = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise DataError(f"--ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under {root.parent}")
+        last = candidates[-1]
+        self.config.fit.ckpt_path = str(last)
+        self._resume_version = int(last.parent.parent.name.removeprefix("version_"))
 
     def _apply_data_hparams(self, ckpt_path: str) -> None:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -149,7 +162,8 @@ class SentimentCLI(LightningCLI):
         if trainer.logger is None or trainer.logger is True:
             # TensorBoard, without Lightning's placeholder `hp_metric`: the model logs real ones
             trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
-                save_dir=trainer.default_root_dir or os.getcwd(), name="lightning_logs", default_hp_metric=False))
+                save_dir=trainer.default_root_dir or os.getcwd(), name="lightning_logs", default_hp_metric=False,
+                version=getattr(self, "_resume_version", None)))
         if self.subcommand == "predict" and not config.data.predict_file:
             raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")
 
