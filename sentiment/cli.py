@@ -164,8 +164,10 @@ class SentimentCLI(LightningCLI):
             trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
                 save_dir=trainer.default_root_dir or os.getcwd(), name="lightning_logs", default_hp_metric=False,
                 version=getattr(self, "_resume_version", None)))
-        if self.subcommand == "predict" and not config.data.predict_file:
-            raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")
+        if self.subcommand == "predict":
+            if not config.data.predict_file:
+                raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")
+            self.save_config_callback = None  # predicting logs nothing; no config.yaml in the working folder
 
 
 def cli_main(args: list[str] | None = None) -> None:

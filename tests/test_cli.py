@@ -89,7 +89,7 @@ def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, 
     assert [r["label"] for r in rows[:4:2]] == ["positive", "negative"]
     assert all(0 <= float(r["score"]) <= 1 for r in rows)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preds.csv"]  # no temporary file left
-    assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "data").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "out"]  # no logs, data or config.yaml
 
 
 def test_predict_copies_the_id_column(trained, tmp_path):
