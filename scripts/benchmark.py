@@ -234,7 +234,7 @@ def bench_predict(texts: list[str], labels, rows: list) -> None:
         argv, sys.argv = sys.argv, ["sentiment"]
         try:
             elapsed, _ = timed(lambda: cli_main(["predict", "--ckpt_path", str(ckpt), "--data.predict_file",
-                                                 str(reviews), "--data.batch_size", "256",
+                                                 str(reviews), "--data.predict_batch_size", "512",
                                                  "--prediction_writer.output_path", str(out),
                                                  "--trainer.enable_progress_bar", "false"]))
         finally:

@@ -117,7 +117,8 @@ class SentimentDataModule(L.LightningDataModule):
         max_size: at most this many ids (``<pad>`` and ``<unk>`` included); None for no limit.
         val_fraction: share of the training data held out for validation when there is no ``val_file``.
         seed: seed of the validation split.
-        batch_size: reviews per batch.
+        batch_size: reviews per training, validation and test batch.
+        predict_batch_size: reviews per prediction batch (larger batches use the CPU better).
         num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
         download: download IMDb when ``data_dir`` holds neither ``aclImdb/`` nor the archive.
         url: where IMDb is downloaded from.
@@ -142,6 +143,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 42,
         batch_size: int = 64,
+        predict_batch_size: int = 512,
         num_workers: int = 0,
         download: bool = True,
         url: str = IMDB_URL,
@@ -217,7 +219,7 @@ class SentimentDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.batch_size,
+        dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.predict_batch_size,
                                     self.hparams.text_column, self.hparams.id_column)
         return DataLoader(dataset, batch_size=None)
 

@@ -222,13 +222,12 @@ class TextEncoder:
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
         rows = [self.encode_ids(t) for t in texts]
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         width = max(1, int(lengths.max())) if rows else 1
-        input_ids = torch.full((len(rows), width), self.vocab.pad_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return input_ids, lengths
+        input_ids = np.full((len(rows), width), self.vocab.pad_id, dtype=np.int64)
+        input_ids[np.arange(width)[None, :] < lengths[:, None]] = np.fromiter(
+            chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        return torch.from_numpy(input_ids), torch.from_numpy(lengths)
 
     def to_dict(self) -> dict:
         return {"tokens": list(self.vocab.itos), "max_length": self.max_length, "truncation": self.truncation,

@@ -81,7 +81,7 @@ def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, 
     reviews = ["A wonderful, brilliant film.", "", "Terrible and boring.", "superb fun"] * 30
     (tmp_path / "new.txt").write_text("\n".join(reviews) + "\n")
     code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", "new.txt",
-                   "--data.batch_size", "16", "--prediction_writer.output_path", "out/preds.csv",
+                   "--data.predict_batch_size", "16", "--prediction_writer.output_path", "out/preds.csv",
                    "--trainer.enable_progress_bar", "false")
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "preds.csv")))

@@ -164,7 +164,7 @@ def test_imdb_is_downloaded_when_absent(tmp_path):
 def test_predict_batches_keep_order_size_and_empty_lines(tmp_path):
     path = tmp_path / "new.txt"
     path.write_text("".join(f"review {i}\n" if i % 7 else "\n" for i in range(50)))
-    dm = SentimentDataModule(data_dir=str(tmp_path / "none"), predict_file=str(path), batch_size=16)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "none"), predict_file=str(path), predict_batch_size=16)
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [len(b["text"]) for b in batches] == [16, 16, 16, 2]
