@@ -118,7 +118,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_fraction: share of the training data held out for validation when there is no ``val_file``.
         seed: seed of the validation split.
         batch_size: reviews per training, validation and test batch.
-        predict_batch_size: reviews per prediction batch (larger batches use the CPU better).
+        predict_batch_size: reviews per prediction batch.
         num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
         download: download IMDb when ``data_dir`` holds neither ``aclImdb/`` nor the archive.
         url: where IMDb is downloaded from.
@@ -143,7 +143,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 42,
         batch_size: int = 64,
-        predict_batch_size: int = 512,
+        predict_batch_size: int = 256,
         num_workers: int = 0,
         download: bool = True,
         url: str = IMDB_URL,
