@@ -44,10 +44,9 @@ _TOKEN_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[!?]")
 _TAG_RE = re.compile(r"<[^<>]*>")
 _APOSTROPHES = ("\u2019", "\u2018", "\u00b4", "`")  # read as "'"
 
-# Fast path for ASCII text: keep [a-z0-9'!?], turn every other byte into a space.
+# Fast path for ASCII text: keep [a-z0-9'!?], read a backtick as an apostrophe, every other byte as a space.
 _KEEP = set(b"abcdefghijklmnopqrstuvwxyz0123456789'!?")
-_BYTE_TABLE = bytes(c if c in _KEEP else 0x20 for c in range(256))
-_BYTE_TABLE = _BYTE_TABLE[:0x60] + b"'" + _BYTE_TABLE[0x61:]  # backtick is an apostrophe
+_BYTE_TABLE = bytes(c if c in _KEEP else ord("'") if c == ord("`") else ord(" ") for c in range(256))
 _TAG_RE_B = re.compile(rb"<[^<>]*>")
 _STRAY_APOSTROPHE_B = re.compile(rb"'(?:(?![a-z0-9])|(?<![a-z0-9]'))")  # leading literal: fast scan
 
@@ -305,7 +304,8 @@ def encode_corpus(
 
     Args:
         texts: the reviews.
-        vocab: an existing vocabulary; when None one is built from the reviews selected by ``count_mask``.
+        vocab: an existing vocabulary; when None one is built from the reviews selected by ``count_mask``,
+            counting the tokens the model reads (those kept by truncation).
         count_mask: boolean per review: which reviews the vocabulary is counted on (all when None).
         min_freq: minimum count for a token to get an id.
         max_size: at most this many ids, ``<pad>`` and ``<unk>`` included.
