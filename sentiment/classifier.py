@@ -118,7 +118,7 @@ class SentimentClassifier(L.LightningModule):
         else:
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(probs, labels)
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
             if stage == "val":
                 self.val_confusion.update(probs, labels)
                 self._val_outputs.append((probs.cpu(), labels.cpu()))
@@ -138,19 +138,20 @@ class SentimentClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         acc = values.pop("val/acc")
-        self.log("val/acc", acc, prog_bar=True)
-        self.log_dict(values)
+        # compute() already gathers every process's reviews; sync_dist only keeps Lightning from warning
+        self.log("val/acc", acc, prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
         confusion = self.val_confusion.compute()
         if not self.trainer.sanity_checking:
             self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
-                           "hp/val_auroc": values["val/auroc"]})
+                           "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
             self._log_figures(confusion)
         self.val_metrics.reset()
         self.val_confusion.reset()
         self._val_outputs.clear()
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     def on_fit_start(self) -> None:

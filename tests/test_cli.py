@@ -1,6 +1,7 @@
 """The `sentiment` command end to end on a tiny corpus: fit, then test and predict from the checkpoint alone."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,17 @@ def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
 def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
     assert run_cli("fit", "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)) == 1
     assert "no lightning_logs/version_*/checkpoints/last.ckpt" in capsys.readouterr().err
+
+
+def test_ddp_fit_on_two_processes_shares_one_cache(tmp_path, tiny_csv):
+    out = subprocess.run(
+        ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+         "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "2",
+         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path),
+         "--trainer.enable_progress_bar", "false"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sync_dist" not in out.stderr
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    assert len(list((tmp_path / "data" / ".sentiment_cache").iterdir())) == 1
