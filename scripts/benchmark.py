@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py                   # full run on the IMDb training archive; updates BENCHMARKS.md
     python scripts/benchmark.py --quick           # a small, fast pass (used by the test suite); writes nothing
-    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict
+    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, cores
 
 No network: the reviews come from ../shared/data/aclImdb_train.tar.gz or --archive.
 """
@@ -18,6 +18,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize  # noqa: 
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "cores")
 
 # The default recipe's model (configs/imdb.yaml).
 DEFAULT_MODEL = dict(embed_dim=128, hidden_dim=128, cell="lstm", pooling="attention", dropout=0.3, embed_dropout=0.25,
@@ -256,6 +258,48 @@ def bench_predict(texts: list[str], labels, rows: list) -> None:
                  "<= 5 ms", f"p99 {1000 * np.percentile(latencies, 99):.2f} ms"))
 
 
+# --- 5. how to spend the cores --------------------------------------------------------------------------
+
+CORE_LAYOUTS = [
+    ("1 process x 2 threads", [], {}),
+    ("1 process x 1 thread", [], {"OMP_NUM_THREADS": "1"}),
+    ("DDP, 2 processes x 1 thread (gloo)", ["--trainer.strategy", "ddp", "--trainer.devices", "2"], {"OMP_NUM_THREADS": "1"}),
+]
+
+
+def _fit_seconds(data_dir: Path, root: Path, steps: int, extra: list[str], env: dict) -> float:
+    cmd = [sys.executable, "-m", "sentiment", "fit", "--config", str(ROOT / "configs" / "imdb.yaml"),
+           "--data.data_dir", str(data_dir), "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
+           "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+           "--trainer.logger", "false", "--trainer.default_root_dir", str(root), "--checkpoint.monitor", "null",
+           "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false", *extra]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def bench_cores(archive: Path, rows: list, steps: int) -> None:
+    """Training throughput of `sentiment fit` in each layout: the wall-time difference between a short and a
+    longer run cancels start-up and data loading."""
+    layouts = CORE_LAYOUTS if steps > 10 else CORE_LAYOUTS[-1:]
+    short = max(2, steps // 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        os.symlink(archive.resolve(), data_dir / ("aclImdb" if archive.is_dir() else "aclImdb_v1.tar.gz"))
+        results = []
+        for name, extra, env in layouts:
+            processes = 2 if "--trainer.strategy" in extra else 1
+            seconds = [_fit_seconds(data_dir, Path(tmp) / "runs", n, extra, env) for n in (short, steps)]
+            results.append((name, (steps - short) * 64 * processes / (seconds[1] - seconds[0])))
+    best = max(r for _, r in results)
+    for name, rate in results:
+        rows.append((f"`sentiment fit`, {name}", f"{rate:,.0f} reviews/s", "fastest is the default",
+                     "fastest" if rate == best else f"{rate / best:.2f}x the fastest"))
+
+
 # --- the report -----------------------------------------------------------------------------------------
 
 
@@ -272,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="IMDb archive or aclImdb/ folder")
     parser.add_argument("--quick", action="store_true", help="2,000 reviews and a few steps; writes nothing")
-    parser.add_argument("--only", default="tokenize,train,lightning,predict", help="comma-separated sections")
+    parser.add_argument("--only", default=",".join(ALL_SECTIONS),
+                        help="comma-separated sections; a partial run prints its rows but writes nothing")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="file whose table is replaced")
     args = parser.parse_args(argv)
     if not args.archive.exists():
@@ -293,9 +338,11 @@ def main(argv: list[str] | None = None) -> None:
         bench_lightning(texts, labels, rows, steps)
     if "predict" in sections:
         bench_predict(texts, labels, rows)
+    if "cores" in sections:
+        bench_cores(args.archive, rows, steps=6 if args.quick else 120)
     table = report(rows, args)
     print(table)
-    if not args.quick:
+    if not args.quick and sections >= set(ALL_SECTIONS):  # the table is one run's, never a patchwork
         text = args.output.read_text() if args.output.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
         head, rest = text.split(MARK_START, 1)
         args.output.write_text(head + table + rest.split(MARK_END, 1)[1])
