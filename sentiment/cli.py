@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import inspect
 import os
+import pickle
 import sys
 import tempfile
 import warnings
@@ -96,6 +97,29 @@ class PredictionWriter(BasePredictionWriter):
             self._file = self._tmp = None
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint as data only (tensors, numbers, strings, lists, dicts), or say what is wrong with it.
+
+    Nothing in a checkpoint written by ``sentiment fit`` needs more; a file that carries pickled Python
+    objects is refused rather than run.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # the unpickler met a reference to Python code
+            raise DataError(f"{path}: refused: it holds pickled Python objects, not only weights and plain data "
+                            "(checkpoints written by `sentiment fit` load)") from None
+        raise DataError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
+    except Exception as e:  # torch.load raises many kinds on a file that is not a checkpoint
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a PyTorch checkpoint ({detail})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    if "vocab_size" not in (checkpoint.get("hyper_parameters") or {}):
+        raise DataError(f"{path}: not a sentiment checkpoint (no vocab_size among its hyperparameters)")
+    return checkpoint
+
+
 class SentimentCLI(LightningCLI):
     """``LightningCLI`` with the data module's vocabulary linked into the model, checkpoints by ``val/acc``,
     TensorBoard logging and a CSV prediction writer."""
@@ -134,8 +158,10 @@ class SentimentCLI(LightningCLI):
                 ckpt_path = self.config.fit.ckpt_path
             if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
                 raise DataError(f"{ckpt_path}: no such checkpoint file")
-            if ckpt_path and subcommand in ("validate", "test") and Path(ckpt_path).is_file():
-                self._apply_data_hparams(ckpt_path)
+            if ckpt_path and Path(ckpt_path).is_file():
+                checkpoint = read_checkpoint(ckpt_path)
+                if subcommand in ("validate", "test"):
+                    self._apply_data_hparams(checkpoint)
 
     def _resume_last(self) -> None:
         """``fit --ckpt_path last``: continue the newest run's ``last.ckpt``, logging into the same version."""
@@ -147,9 +173,8 @@ class SentimentCLI(LightningCLI):
         self.config.fit.ckpt_path = str(last)
         self._resume_version = int(last.parent.parent.name.removeprefix("version_"))
 
-    def _apply_data_hparams(self, ckpt_path: str) -> None:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = ckpt.get("datamodule_hyper_parameters") or {}
+    def _apply_data_hparams(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("datamodule_hyper_parameters") or {}
         data = self.config[self.config.subcommand].data
         defaults = inspect.signature(SentimentDataModule).parameters
         for key in CKPT_DATA_KEYS:

@@ -220,3 +220,43 @@ def test_ddp_fit_on_two_processes_shares_one_cache(tmp_path, tiny_csv):
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
     assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert len(list((tmp_path / "data" / ".sentiment_cache").iterdir())) == 1
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("pickled", "refused: it holds pickled Python objects"),
+    ("text", "not a PyTorch checkpoint"),
+    ("empty", "not a PyTorch checkpoint (EOFError)"),
+    ("no_state", "not a Lightning checkpoint (no state_dict)"),
+    ("other_model", "not a sentiment checkpoint"),
+])
+def test_bad_checkpoints_are_refused_in_one_line(trained, tmp_path, capsys, kind, message):
+    path = tmp_path / "bad.ckpt"
+    marker = tmp_path / "code-ran"
+    if kind == "pickled":
+        checkpoint = torch.load(trained["best"], weights_only=True)
+        checkpoint["payload"] = _RunsCode(marker)
+        torch.save(checkpoint, path)
+    elif kind == "text":
+        path.write_text("not a checkpoint\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "no_state":
+        torch.save({"epoch": 1}, path)
+    else:
+        torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 10}}, path)
+    (tmp_path / "new.txt").write_text("great\n")
+    code = run_cli("predict", "--ckpt_path", str(path), "--data.predict_file", str(tmp_path / "new.txt"),
+                   "--prediction_writer.output_path", str(tmp_path / "out.csv"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"error: {path}: {message}")
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
