@@ -201,3 +201,23 @@ def test_real_imdb_training_archive(tmp_path):
     assert not any(p.name.startswith(".") for p in (data_dir / ".sentiment_cache").iterdir())
     with pytest.raises(DataError, match="no test split"):
         dm.setup("test")
+
+
+def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(tmp_path):
+    path = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(6000)])
+    code = ("import sys; from sentiment import SentimentDataModule; "
+            f"dm = SentimentDataModule(data_dir={str(tmp_path / 'data')!r}, train_file={str(path)!r}, num_proc=1); "
+            "dm.prepare_data(); dm.setup('fit'); print(len(dm.dataset('train')), dm.vocab_size)")
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    assert outs[0][0] == outs[1][0]  # both see the same splits and vocabulary
+    caches = list((tmp_path / "data" / ".sentiment_cache").iterdir())
+    assert len(caches) == 1 and not caches[0].name.startswith(".")
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(path))
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 5400
