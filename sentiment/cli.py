@@ -36,6 +36,10 @@ SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 # Predict batches stream from a file (an IterableDataset), so Lightning cannot list their indices; the
 # writer numbers rows itself.
 warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices", category=UserWarning)
+# validate/test/predict need only the weights, not the training run's ModelCheckpoint state.
+warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -133,12 +137,12 @@ class SentimentCLI(LightningCLI):
         return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
-                             "checkpoint.filename": "best", "checkpoint.save_last": True,
-                             "checkpoint.auto_insert_metric_name": False})
         subcommand = getattr(self, "_building", "fit")
         if subcommand == "fit":
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
+                                 "checkpoint.filename": "best", "checkpoint.save_last": True,
+                                 "checkpoint.auto_insert_metric_name": False})
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
