@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import logging
 import os
 import pickle
 import sys
@@ -40,6 +41,16 @@ warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices",
 warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Lightning prints tips for its cloud services on every run; this command is for local CPUs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
 
 
 class PredictionWriter(BasePredictionWriter):
