@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import http.server
 import io
 import random
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,30 @@ def imdb_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(300)])
+
+
+class ArchiveServer:
+    """Serves ``body`` on 127.0.0.1 at any path; ``truncate`` announces the full length but sends only part of it."""
+
+    def __init__(self, body: bytes, truncate: bool = False, status: int = 200):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                if outer.status == 200:
+                    self.wfile.write(outer.body[: len(outer.body) // 2] if outer.truncate else outer.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.body, self.truncate, self.status = body, truncate, status
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/aclImdb_v1.tar.gz"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

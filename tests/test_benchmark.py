@@ -2,7 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import REAL_ARCHIVE, build_imdb_archive
 

@@ -113,7 +113,6 @@ def test_test_reads_data_settings_from_the_checkpoint(trained):
 
 
 def test_test_with_other_vocabulary_settings_is_refused(trained, tmp_path, capsys):
-    other = write_csv(tmp_path / "other.csv", [(t, y) for t, y in make_reviews(100, seed=9)])
     code = run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(tmp_path / "data"),
                    "--data.test_file", str(trained["test"]), "--trainer.default_root_dir", str(tmp_path),
                    "--trainer.enable_progress_bar", "false", "--data.max_size", "10")

@@ -1,7 +1,5 @@
-import http.server
+import hashlib
 import os
-import shutil
-import threading
 import time
 
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 import torch
 
 import sentiment.data as data_module
-from conftest import REAL_ARCHIVE, build_imdb_archive, make_reviews, write_csv
+from conftest import REAL_ARCHIVE, ArchiveServer, build_imdb_archive, make_reviews, write_csv
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
 
@@ -134,31 +132,16 @@ def test_no_imdb_and_no_download_is_a_clear_error(tmp_path):
 
 def test_imdb_is_downloaded_when_absent(tmp_path):
     body = build_imdb_archive(tmp_path / "src.tar.gz", n_train=40, n_test=10).read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server = ArchiveServer(body)
     try:
-        import hashlib
-
         dm = SentimentDataModule(data_dir=str(tmp_path / "data"), sha256=hashlib.sha256(body).hexdigest(),
-                                 url=f"http://127.0.0.1:{httpd.server_address[1]}/aclImdb_v1.tar.gz")
+                                 url=server.url)
         dm.prepare_data()
         dm.setup("fit")
         assert len(dm.dataset("train")) + len(dm.dataset("val")) == 40
         assert (tmp_path / "data" / "aclImdb_v1.tar.gz").read_bytes() == body
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.close()
 
 
 def test_predict_batches_keep_order_size_and_empty_lines(tmp_path):

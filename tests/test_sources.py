@@ -1,14 +1,11 @@
 import hashlib
-import http.server
 import json
 import tarfile
-import threading
-import warnings
 
 import numpy as np
 import pytest
 
-from conftest import add_bytes, build_imdb_archive, make_reviews, write_csv
+from conftest import ArchiveServer, add_bytes, build_imdb_archive, write_csv
 from sentiment.errors import DataError
 from sentiment.sources import DataWarning, download, iter_unlabelled, read_imdb, read_labelled
 
@@ -146,33 +143,6 @@ def test_archive_entries_that_escape_the_folder_are_refused(tmp_path, name, kind
 # --- downloads, against a server on 127.0.0.1 ------------------------------------------------------------
 
 
-class _Server:
-    """Serves ``body`` at any path; ``truncate`` announces the full length but sends only part of it."""
-
-    def __init__(self, body: bytes, truncate: bool = False, status: int = 200):
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(outer.status)
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                if outer.status == 200:
-                    self.wfile.write(outer.body[: len(outer.body) // 2] if outer.truncate else outer.body)
-
-            def log_message(self, *args):
-                pass
-
-        self.body, self.truncate, self.status = body, truncate, status
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/aclImdb_v1.tar.gz"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def archive_bytes(tmp_path):
     return build_imdb_archive(tmp_path / "src.tar.gz", n_train=10, n_test=4).read_bytes()
@@ -183,7 +153,7 @@ def _leftovers(folder):
 
 
 def test_download_checks_the_checksum_and_renames_when_complete(tmp_path, archive_bytes):
-    server = _Server(archive_bytes)
+    server = ArchiveServer(archive_bytes)
     try:
         dest = tmp_path / "data" / "aclImdb_v1.tar.gz"
         download(server.url, dest, hashlib.sha256(archive_bytes).hexdigest(), progress=False)
@@ -199,7 +169,7 @@ def test_download_checks_the_checksum_and_renames_when_complete(tmp_path, archiv
     (False, None, 404, "could not download"),
 ])
 def test_failed_downloads_leave_nothing_behind(tmp_path, archive_bytes, truncate, sha, status, message):
-    server = _Server(archive_bytes, truncate=truncate, status=status)
+    server = ArchiveServer(archive_bytes, truncate=truncate, status=status)
     try:
         data_dir = tmp_path / "data"
         with pytest.raises(DataError, match=message):
