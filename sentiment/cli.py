@@ -112,6 +112,16 @@ class PredictionWriter(BasePredictionWriter):
             self._file = self._tmp = None
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and make sure a file can be written in it, or say why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DataError(f"{folder}: cannot write {what} there ({e.strerror or e})") from None
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint as data only (tensors, numbers, strings, lists, dicts), or say what is wrong with it.
 
@@ -208,6 +218,11 @@ class SentimentCLI(LightningCLI):
             if not config.data.predict_file:
                 raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")
             self.save_config_callback = None  # predicting logs nothing; no config.yaml in the working folder
+            check_writable(Path(config.prediction_writer.output_path).parent, "predictions")
+        else:
+            # say so before any work is done, not when the first checkpoint or cache file is written
+            check_writable(Path(trainer.default_root_dir or os.getcwd()), "logs and checkpoints")
+            check_writable(Path(config.data.data_dir), "the data cache")
 
 
 def cli_main(args: list[str] | None = None) -> None:

@@ -259,3 +259,20 @@ def test_bad_checkpoints_are_refused_in_one_line(trained, tmp_path, capsys, kind
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith(f"error: {path}: {message}")
     assert not marker.exists() and not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("subcommand, option, what", [
+    ("predict", "--prediction_writer.output_path", "predictions"),
+    ("fit", "--trainer.default_root_dir", "logs and checkpoints"),
+    ("fit", "--data.data_dir", "the data cache"),
+])
+def test_unwritable_output_folders_are_reported_before_any_work(trained, tmp_path, capsys, subcommand, option,
+                                                                   what):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "new.txt").write_text("great\n")
+    args = {"predict": ["--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "new.txt")],
+            "fit": ["--data.train_file", str(trained["test"]), "--trainer.default_root_dir", str(tmp_path)]}
+    assert run_cli(subcommand, *args[subcommand], option, str(blocker / "inside" / "x.csv")) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {blocker / 'inside'}") and f"cannot write {what} there" in err
