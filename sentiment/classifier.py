@@ -228,11 +228,14 @@ class SentimentClassifier(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if "input_ids" in batch:
-            input_ids, lengths = batch["input_ids"], batch["lengths"]
+            scores = self._scores(batch["input_ids"], batch["lengths"])
         else:
-            input_ids, lengths = self._require_encoder().encode_batch(batch["text"])
-        scores = torch.sigmoid(self.net(input_ids.to(self.device), lengths))
+            scores = self._scores(*self._require_encoder().encode_batch(batch["text"]))
         return {"index": batch.get("index"), "id": batch.get("id"), "score": scores.cpu()}
+
+    def _scores(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Probability that each review is positive."""
+        return torch.sigmoid(self.net(input_ids.to(self.device), lengths))
 
     @torch.no_grad()
     def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
@@ -248,8 +251,7 @@ class SentimentClassifier(L.LightningModule):
         try:
             out = []
             for start in range(0, len(texts), batch_size):
-                input_ids, lengths = encoder.encode_batch(texts[start : start + batch_size])
-                scores = torch.sigmoid(self.net(input_ids.to(self.device), lengths)).tolist()
+                scores = self._scores(*encoder.encode_batch(texts[start : start + batch_size])).tolist()
                 out.extend({"label": label_of(s), "score": s} for s in scores)
             return out
         finally:

@@ -222,11 +222,9 @@ class TextEncoder:
         """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
         rows = [self.encode_ids(t) for t in texts]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         width = max(1, int(lengths.max())) if rows else 1
-        input_ids = np.full((len(rows), width), self.vocab.pad_id, dtype=np.int64)
-        input_ids[np.arange(width)[None, :] < lengths[:, None]] = np.fromiter(
-            chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-        return torch.from_numpy(input_ids), torch.from_numpy(lengths)
+        return torch.from_numpy(pad_rows(flat, lengths, width)), torch.from_numpy(lengths)
 
     def to_dict(self) -> dict:
         return {"tokens": list(self.vocab.itos), "max_length": self.max_length, "truncation": self.truncation,
@@ -351,9 +349,15 @@ def encode_corpus(
         _worker_state.clear()
     lengths = np.concatenate([r[0] for r in results])
     flat = np.concatenate([r[1] for r in results])
-    ids = np.zeros((n, max_length), dtype=np.int32)
-    ids[np.arange(max_length)[None, :] < lengths[:, None]] = flat
-    return vocab, ids, lengths
+    return vocab, pad_rows(flat, lengths, max_length), lengths
+
+
+def pad_rows(flat: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Rows of ``lengths`` ids, given end to end in ``flat``, as a len(lengths) x ``width`` array right-padded
+    with ``<pad>`` (0), in ``flat``'s dtype."""
+    out = np.zeros((len(lengths), width), dtype=flat.dtype)
+    out[np.arange(width)[None, :] < lengths[:, None]] = flat
+    return out
 
 
 def _decode_counts(counts: Counter) -> dict[str, int]:
