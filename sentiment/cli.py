@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 import inspect
 import logging
 import os
@@ -20,11 +19,12 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 
-from sentiment.classifier import SentimentClassifier, label_of
+from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
+from sentiment.classifier import SentimentClassifier
 from sentiment.data import SentimentDataModule
 from sentiment.errors import DataError
 
@@ -39,6 +39,8 @@ SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices", category=UserWarning)
 # validate/test/predict need only the weights, not the training run's ModelCheckpoint state.
 warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
+# Each run has its own version folder: a non-empty checkpoint folder means `--ckpt_path last` resumes into it.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
@@ -51,65 +53,6 @@ class _NoAdvertisements(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes one CSV row per input review, in input order, batch by batch (memory stays flat).
-
-    Columns: ``index`` (0-based row of the input), ``label`` (positive/negative), ``score`` (probability
-    of positive) and ``id`` when the input has an id column. The file appears only once complete.
-
-    Args:
-        output_path: the CSV file to write.
-    """
-
-    def __init__(self, output_path: str = "predictions.csv") -> None:
-        super().__init__(write_interval="batch")
-        self.output_path = Path(output_path)
-        self._file = None
-        self._tmp: Path | None = None
-        self._writer = None
-        self.rows = 0
-
-    def on_predict_start(self, trainer, pl_module) -> None:
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.output_path.name}.", suffix=".tmp", dir=self.output_path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        self._writer = None
-        self.rows = 0
-
-    def write_on_batch_end(self, trainer, pl_module, prediction: dict[str, Any], batch_indices, batch,
-                           batch_idx: int, dataloader_idx: int) -> None:
-        scores = prediction["score"].tolist()
-        index = prediction["index"]
-        index = index.tolist() if index is not None else range(self.rows, self.rows + len(scores))
-        ids = prediction.get("id")
-        if self._writer is None:
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["index", "label", "score"] + (["id"] if ids is not None else []))
-        rows = [[i, label_of(s), f"{s:.6f}"] for i, s in zip(index, scores)]
-        if ids is not None:
-            for row, id_ in zip(rows, ids):
-                row.append(id_)
-        self._writer.writerows(rows)
-        self.rows += len(rows)
-
-    def on_predict_end(self, trainer, pl_module) -> None:
-        if self._writer is None:  # no input rows: still a well-formed file
-            csv.writer(self._file).writerow(["index", "label", "score"])
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.output_path)
-        self._file = self._tmp = None
-        rank_zero_info(f"Wrote {self.rows} predictions to {self.output_path}")
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
-            self._file = self._tmp = None
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -163,12 +106,19 @@ class SentimentCLI(LightningCLI):
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
                                  "checkpoint.filename": "best", "checkpoint.save_last": True,
-                                 "checkpoint.auto_insert_metric_name": False})
+                                 "checkpoint.auto_insert_metric_name": False,
+                                 # one best.ckpt and one last.ckpt (AutoSave refreshes it), never last-v1.ckpt
+                                 "checkpoint.enable_version_counter": False})
+            parser.add_lightning_class_args(AutoSave, "autosave")
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        if subcommand in ("fit", "predict"):  # validate and test have Trainer's own --verbose, which does both
+            parser.add_argument("--verbose", action="store_true",
+                                help="Show the full traceback of an error instead of one line "
+                                     "(or set SENTIMENT_DEBUG=1).")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -225,6 +175,13 @@ class SentimentCLI(LightningCLI):
             check_writable(Path(config.data.data_dir), "the data cache")
 
 
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     try:
@@ -238,7 +195,8 @@ def cli_main(args: list[str] | None = None) -> None:
             args=args,
         )
     except DataError as e:
-        if os.environ.get("SENTIMENT_DEBUG"):
+        argv = sys.argv[1:] if args is None else args
+        if "--verbose" in argv or os.environ.get("SENTIMENT_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

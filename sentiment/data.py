@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from sentiment.errors import DataError
 from sentiment.sources import (
@@ -28,7 +28,14 @@ from sentiment.sources import (
     read_labelled,
     source_signature,
 )
-from sentiment.text import TOKENIZER_VERSION, TRUNCATIONS, TextEncoder, Truncation, Vocab, encode_corpus
+from sentiment.text import (
+    TOKENIZER_VERSION,
+    TRUNCATIONS,
+    TextEncoder,
+    Truncation,
+    Vocab,
+    encode_corpus,
+)
 
 CACHE_VERSION = 2
 CACHE_FOLDER = ".sentiment_cache"
@@ -70,6 +77,63 @@ class EncodedReviews(Dataset):
 def _as_batch(batch):
     """``EncodedReviews`` already returns whole batches."""
     return batch
+
+
+class EpochShuffle(RandomSampler):
+    """A random order of the rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``).
+
+    Nothing else draws from it, so a run resumed from a checkpoint sees the same batches in the same order
+    as a run that was never stopped. It is a ``RandomSampler``, so under DDP Lightning swaps in its seeded
+    ``DistributedSampler`` instead.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` whose position within an epoch Lightning saves in checkpoints and restores.
+
+    It counts the batches it hands out; after ``load_state_dict`` its next pass skips the ones already
+    trained on. With a sampler whose order depends only on the epoch (``EpochShuffle``, Lightning's
+    ``DistributedSampler``), a run killed mid-epoch continues exactly where it stopped.
+    """
+
+    _batches = 0
+    _skip = 0
+
+    def __iter__(self) -> Iterator:
+        self._batches, skip, self._skip = 0, self._skip, 0
+        return self._counted(super().__iter__(), skip)
+
+    def _counted(self, batches: Iterator, skip: int) -> Iterator:
+        for batch in batches:
+            self._batches += 1
+            if self._batches > skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        state = {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
+        if isinstance(self.sampler, EpochShuffle):
+            state["seed"] = self.sampler.seed
+        return state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, self._skip = state["epoch"], state["batches"]
+        if self._skip >= len(self):  # saved at the end of an epoch: the next one starts afresh
+            epoch, self._skip = epoch + 1, 0
+        if "seed" in state and isinstance(self.sampler, EpochShuffle):
+            self.sampler.seed = state["seed"]
+        if hasattr(self.sampler, "set_epoch"):  # Lightning sets it only after this pass has begun
+            self.sampler.set_epoch(epoch)
 
 
 class UnlabelledReviews(IterableDataset):
@@ -162,6 +226,8 @@ class SentimentDataModule(L.LightningDataModule):
         self._vocab: Vocab | None = None
         self._splits: dict[str, EncodedReviews] = {}
         self._cache: Path | None = None
+        self._train_loader: ResumableLoader | None = None
+        self._resume_state: dict | None = None
 
     # --- facts the model needs -----------------------------------------------------------------------
 
@@ -210,7 +276,22 @@ class SentimentDataModule(L.LightningDataModule):
                     np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("ids", "lengths", "labels")))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
+        loader = self._loader("train", sampler=EpochShuffle(self.dataset("train"), torch.initial_seed() % 2**31))
+        if self._resume_state is not None:
+            loader.load_state_dict(self._resume_state)
+            self._resume_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Where training stands within its epoch; checkpoints carry it so a resumed run continues there."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores this before it asks for the training loader (and, with a learning-rate
+        # schedule sized by `estimated_stepping_batches`, before its own loader-state restore could apply)
+        self._resume_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -229,10 +310,12 @@ class SentimentDataModule(L.LightningDataModule):
             raise RuntimeError(f"the {split!r} split is not loaded: call setup() with the matching stage first")
         return self._splits[split]
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          collate_fn=_as_batch, num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+    def _loader(self, split: str, sampler: EpochShuffle | None = None) -> DataLoader:
+        # An own generator: starting a pass over the data would otherwise draw from the global RNG and
+        # shift the dropout noise of the training steps that follow (resumed runs would diverge).
+        return ResumableLoader(self.dataset(split), batch_size=self.hparams.batch_size, sampler=sampler,
+                               collate_fn=_as_batch, num_workers=self.hparams.num_workers,
+                               persistent_workers=self.hparams.num_workers > 0, generator=torch.Generator())
 
     # --- the cache -----------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import html
 import json
+import multiprocessing
 import os
 import re
 import unicodedata
@@ -23,7 +24,6 @@ from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Literal
 
-import multiprocessing
 import numpy as np
 import torch
 

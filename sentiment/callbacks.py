@@ -1,0 +1,189 @@
+"""Callbacks and checkpoint I/O of the ``sentiment`` command: a fresh ``last.ckpt`` while training (and on
+Ctrl-C), checkpoint files that are never half-written, and the CSV prediction writer."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from sentiment.classifier import label_of
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its destination, then renames it into place.
+
+    A run killed while saving leaves the previous checkpoint intact, never a truncated one. (Lightning's
+    own writer stages the file in the system temp folder; from another filesystem the final move is a copy.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class AutoSave(Callback):
+    """Keeps ``last.ckpt`` fresh during an epoch and saves it on Ctrl-C, so a stopped run loses little.
+
+    ``last.ckpt`` is written beside ``best.ckpt`` every ``minutes`` of training (or every ``every_n_steps``
+    optimizer steps) and at the end of each epoch. The first Ctrl-C (SIGINT) finishes the current step,
+    saves ``last.ckpt`` and stops; a second one stops at once. ``sentiment fit ... --ckpt_path last``
+    continues from there with the same batches and, on one process, the same random numbers: it ends with
+    the weights and metrics of a run that was never stopped.
+
+    Args:
+        minutes: save ``last.ckpt`` at least this often while training (0: only at the end of an epoch).
+        every_n_steps: save every this many optimizer steps instead (0: go by ``minutes``).
+    """
+
+    def __init__(self, minutes: float = 5.0, every_n_steps: int = 0) -> None:
+        if minutes < 0 or every_n_steps < 0:
+            raise ValueError(f"minutes and every_n_steps must be at least 0, got {minutes} and {every_n_steps}")
+        self.minutes, self.every_n_steps = minutes, every_n_steps
+        self._last_save = 0.0
+        self._stop_requested = False
+        self._previous_handler = None
+
+    # --- what a checkpoint carries besides Lightning's own state ------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        # dropout and word dropout draw from torch's global RNG: a resumed run continues its sequence
+        return {"torch_rng_state": torch.get_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "torch_rng_state" in state_dict:
+            torch.set_rng_state(state_dict["torch_rng_state"])
+
+    # --- when to save --------------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_save = time.monotonic()
+        self._stop_requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+        signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)  # twice: stop now
+        print("\nCtrl-C: stopping after this step and saving last.ckpt (press again to stop at once) ...",
+              flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        path = self._last_path(trainer)
+        stop = trainer.strategy.reduce_boolean_decision(self._stop_requested, all=False)
+        if stop:
+            if path is not None:
+                trainer.save_checkpoint(path)
+                rank_zero_info(f"Saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                               "continue with the same command and --ckpt_path last")
+            raise KeyboardInterrupt  # Lightning's own graceful shutdown from here
+        if path is None:
+            return
+        if self.every_n_steps:
+            due = trainer.global_step % self.every_n_steps == 0
+        else:
+            due = self.minutes > 0 and time.monotonic() - self._last_save >= self.minutes * 60
+            due = trainer.strategy.broadcast(due)  # clocks differ between processes; rank 0 decides
+        if due:
+            trainer.save_checkpoint(path)
+            self._last_save = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handler()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+        self._previous_handler = None
+
+    @staticmethod
+    def _last_path(trainer: L.Trainer) -> Path | None:
+        """``last.ckpt`` beside the checkpoints of the run's ``ModelCheckpoint``; None when nothing is saved."""
+        checkpoint = trainer.checkpoint_callback
+        if trainer.fast_dev_run or trainer.sanity_checking or checkpoint is None or not checkpoint.dirpath:
+            return None
+        return Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes one CSV row per input review, in input order, batch by batch (memory stays flat).
+
+    Columns: ``index`` (0-based row of the input), ``label`` (positive/negative), ``score`` (probability
+    of positive) and ``id`` when the input has an id column. The file appears only once complete.
+
+    Args:
+        output_path: the CSV file to write.
+    """
+
+    def __init__(self, output_path: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.output_path = Path(output_path)
+        self._file = None
+        self._tmp: Path | None = None
+        self._writer = None
+        self.rows = 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.output_path.name}.", suffix=".tmp", dir=self.output_path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._writer = None
+        self.rows = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction: dict[str, Any], batch_indices, batch,
+                           batch_idx: int, dataloader_idx: int) -> None:
+        scores = prediction["score"].tolist()
+        index = prediction["index"]
+        index = index.tolist() if index is not None else range(self.rows, self.rows + len(scores))
+        ids = prediction.get("id")
+        if self._writer is None:
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["index", "label", "score"] + (["id"] if ids is not None else []))
+        rows = [[i, label_of(s), f"{s:.6f}"] for i, s in zip(index, scores)]
+        if ids is not None:
+            for row, id_ in zip(rows, ids):
+                row.append(id_)
+        self._writer.writerows(rows)
+        self.rows += len(rows)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._writer is None:  # no input rows: still a well-formed file
+            csv.writer(self._file).writerow(["index", "label", "score"])
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.output_path)
+        self._file = self._tmp = None
+        rank_zero_info(f"Wrote {self.rows} predictions to {self.output_path}")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            self._file = self._tmp = None
