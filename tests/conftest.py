@@ -6,11 +6,14 @@ import csv
 import http.server
 import io
 import random
+import sys
 import tarfile
 import threading
 from pathlib import Path
 
 import pytest
+
+from sentiment.cli import cli_main
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb_train.tar.gz"
 
@@ -101,3 +104,32 @@ class ArchiveServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def run_cli(*args):
+    """The exit code `sentiment ARGS` would give."""
+    argv = sys.argv
+    sys.argv = ["sentiment"]  # LightningCLI warns when it sees both args and a command line
+    try:
+        cli_main(list(args))
+    except SystemExit as e:
+        return e.code or 0
+    finally:
+        sys.argv = argv
+    return 0
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny fit shared by the CLI, bad-input and serve tests: its folder, checkpoint and data files."""
+    root = tmp_path_factory.mktemp("fit")
+    train = write_csv(root / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
+    test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
+    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test),
+            "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
+            "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
+            "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
+            "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
+    assert run_cli(*args) == 0
+    ckpt_dir = root / "lightning_logs" / "version_0" / "checkpoints"
+    return {"root": root, "best": ckpt_dir / "best.ckpt", "last": ckpt_dir / "last.ckpt", "test": test}

@@ -2,7 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from conftest import REAL_ARCHIVE, build_imdb_archive
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"

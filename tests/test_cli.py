@@ -9,25 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import run_cli, write_csv
 
-from conftest import make_reviews, write_csv
 from sentiment.classifier import SentimentClassifier
-from sentiment.cli import cli_main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-
-
-def run_cli(*args):
-    """The exit code `sentiment ARGS` would give."""
-    argv = sys.argv
-    sys.argv = ["sentiment"]  # LightningCLI warns when it sees both args and a command line
-    try:
-        cli_main(list(args))
-    except SystemExit as e:
-        return e.code or 0
-    finally:
-        sys.argv = argv
-    return 0
 
 
 def _events(run_dir):
@@ -36,22 +22,6 @@ def _events(run_dir):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny fit shared by the tests below: its folder, checkpoint and data files."""
-    root = tmp_path_factory.mktemp("fit")
-    train = write_csv(root / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
-    test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
-    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test),
-            "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
-            "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
-            "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
-            "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
-    assert run_cli(*args) == 0
-    ckpt_dir = root / "lightning_logs" / "version_0" / "checkpoints"
-    return {"root": root, "best": ckpt_dir / "best.ckpt", "last": ckpt_dir / "last.ckpt", "test": test}
 
 
 def test_fit_writes_best_and_last_checkpoints_and_tensorboard_logs(trained):

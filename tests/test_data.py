@@ -5,9 +5,15 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    REAL_ARCHIVE,
+    ArchiveServer,
+    build_imdb_archive,
+    make_reviews,
+    write_csv,
+)
 
 import sentiment.data as data_module
-from conftest import REAL_ARCHIVE, ArchiveServer, build_imdb_archive, make_reviews, write_csv
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
 

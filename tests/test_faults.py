@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_reviews, write_csv
 
 TESTS = Path(__file__).resolve().parent

@@ -4,10 +4,16 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from conftest import ArchiveServer, add_bytes, build_imdb_archive, write_csv
+
 from sentiment.errors import DataError
-from sentiment.sources import DataWarning, download, iter_unlabelled, read_imdb, read_labelled
+from sentiment.sources import (
+    DataWarning,
+    download,
+    iter_unlabelled,
+    read_imdb,
+    read_labelled,
+)
 
 # --- the user's own files ---------------------------------------------------------------------------------
 

@@ -5,7 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize, tokenize_reference, truncate
+from sentiment.text import (
+    TextEncoder,
+    Vocab,
+    encode_corpus,
+    tokenize,
+    tokenize_reference,
+    truncate,
+)
 
 
 @pytest.mark.parametrize("text, tokens", [
