@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from sentiment.classifier import label_of
@@ -43,11 +43,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-class AutoSave(Callback):
-    """Keeps ``last.ckpt`` fresh during an epoch and saves it on Ctrl-C, so a stopped run loses little.
+class AutoSave(Checkpoint):
+    """Owns ``last.ckpt``: keeps it fresh during an epoch and saves it on Ctrl-C, so a stopped run loses little.
 
     ``last.ckpt`` is written beside ``best.ckpt`` every ``minutes`` of training (or every ``every_n_steps``
-    optimizer steps) and at the end of each epoch. The first Ctrl-C (SIGINT) finishes the current step,
+    optimizer steps), at the end of each epoch and at the end of training. As a ``Checkpoint``, Lightning
+    runs it after ``ModelCheckpoint``, so the saved state knows the epoch's best score. The first Ctrl-C (SIGINT) finishes the current step,
     saves ``last.ckpt`` and stops; a second one stops at once. ``sentiment fit ... --ckpt_path last``
     continues from there with the same batches and, on one process, the same random numbers: it ends with
     the weights and metrics of a run that was never stopped.
@@ -62,6 +63,7 @@ class AutoSave(Callback):
             raise ValueError(f"minutes and every_n_steps must be at least 0, got {minutes} and {every_n_steps}")
         self.minutes, self.every_n_steps = minutes, every_n_steps
         self._last_save = 0.0
+        self._saved_step = -1
         self._stop_requested = False
         self._previous_handler = None
 
@@ -95,7 +97,7 @@ class AutoSave(Callback):
         stop = trainer.strategy.reduce_boolean_decision(self._stop_requested, all=False)
         if stop:
             if path is not None:
-                trainer.save_checkpoint(path)
+                self._save(trainer, path)
                 rank_zero_info(f"Saved {path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                                "continue with the same command and --ckpt_path last")
             raise KeyboardInterrupt  # Lightning's own graceful shutdown from here
@@ -107,11 +109,23 @@ class AutoSave(Callback):
             due = self.minutes > 0 and time.monotonic() - self._last_save >= self.minutes * 60
             due = trainer.strategy.broadcast(due)  # clocks differ between processes; rank 0 decides
         if due:
+            self._save(trainer, path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (ModelCheckpoint refreshes last.ckpt only in epochs that improve on the best score)
+        if (path := self._last_path(trainer)) is not None:
+            self._save(trainer, path)
+
+    def _save(self, trainer: L.Trainer, path: Path) -> None:
+        if self._saved_step != trainer.global_step:
             trainer.save_checkpoint(path)
-            self._last_save = time.monotonic()
+        self._saved_step = trainer.global_step
+        self._last_save = time.monotonic()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()
+        if (path := self._last_path(trainer)) is not None:  # e.g. max_steps reached within an epoch
+            self._save(trainer, path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handler()

@@ -105,9 +105,9 @@ class SentimentCLI(LightningCLI):
         if subcommand == "fit":
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
-                                 "checkpoint.filename": "best", "checkpoint.save_last": True,
+                                 "checkpoint.filename": "best", "checkpoint.save_last": False,  # AutoSave's
                                  "checkpoint.auto_insert_metric_name": False,
-                                 # one best.ckpt and one last.ckpt (AutoSave refreshes it), never last-v1.ckpt
+                                 # one best.ckpt, overwritten when improved, never best-v1.ckpt
                                  "checkpoint.enable_version_counter": False})
             parser.add_lightning_class_args(AutoSave, "autosave")
             # Other subcommands read the model's size from the checkpoint instead.
@@ -194,7 +194,7 @@ def cli_main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs."},
             args=args,
         )
-    except DataError as e:
+    except (DataError, OSError) as e:  # bad input, or a file system that refuses (full disk, permissions)
         argv = sys.argv[1:] if args is None else args
         if "--verbose" in argv or os.environ.get("SENTIMENT_DEBUG"):
             raise

@@ -1,5 +1,6 @@
 """Stopped runs: SIGKILL mid-epoch and Ctrl-C, then `fit --ckpt_path last` ends where an unstopped run ends."""
 
+import errno
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_reviews, write_csv
+from conftest import make_reviews, run_cli, write_csv
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_EPOCH = 23  # 360 training reviews in batches of 16
@@ -81,3 +82,46 @@ def test_ctrl_c_saves_last_and_stops_cleanly_then_resumes(reference, tmp_path):
     resumed = fit(tmp_path, train, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(last_checkpoint(tmp_path), expected)
+
+
+def _full_disk_after(calls: int, real):
+    """A stand-in for a writer that fails with ENOSPC once ``calls`` writes have succeeded."""
+    count = {"n": 0}
+
+    def write(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    return write
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, tiny_csv,
+                                                                                        monkeypatch, capsys):
+    import sentiment.callbacks
+
+    monkeypatch.setattr(sentiment.callbacks.torch, "save", _full_disk_after(2, torch.save))  # epoch 1 saved
+    code = run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+                   "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "3",
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false")
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: [Errno 28] No space left on device"
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary file
+    monkeypatch.undo()
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # the first epoch's, whole
+
+
+def test_a_full_disk_while_writing_predictions_leaves_no_file(trained, tmp_path, monkeypatch, capsys):
+    import sentiment.callbacks
+
+    real = sentiment.callbacks.PredictionWriter.write_on_batch_end
+    monkeypatch.setattr(sentiment.callbacks.PredictionWriter, "write_on_batch_end", _full_disk_after(1, real))
+    (tmp_path / "new.txt").write_text("superb\nawful\n" * 100)
+    code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "new.txt"),
+                   "--data.predict_batch_size", "16", "--prediction_writer.output_path", str(tmp_path / "out.csv"),
+                   "--trainer.enable_progress_bar", "false")
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: [Errno 28] No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt"]
