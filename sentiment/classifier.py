@@ -258,6 +258,39 @@ class SentimentClassifier(L.LightningModule):
             self.train(was_training)
 
 
+    @torch.no_grad()
+    def explain(self, text: str) -> dict[str, Any]:
+        """Classify one review and say how much each word it read weighed.
+
+        Returns ``label``, ``score``, ``method`` and ``words``: ``[{"word": ..., "weight": ...}]`` for the
+        tokens the model reads, in order. With attention pooling the weights are the attention weights
+        (they sum to 1). Otherwise they are occlusion scores: how much the probability of *positive*
+        drops when that word is replaced by ``<unk>`` (negative for words that pull towards negative).
+        """
+        encoder = self._require_encoder()
+        words, ids = encoder.encode_words(text)
+        was_training = self.training
+        self.eval()
+        try:
+            if not ids:  # nothing to read: the model still answers, with nothing to highlight
+                return {**self.predict([text])[0], "method": "none", "words": []}
+            input_ids = torch.tensor([ids], device=self.device)
+            lengths = torch.tensor([len(ids)])
+            logits, attention = self.net(input_ids, lengths, return_attention=True)
+            score = torch.sigmoid(logits)[0].item()
+            if attention is not None:
+                method, weights = "attention", attention[0, : len(ids)].tolist()
+            else:  # one copy of the review per word, with that word hidden
+                occluded = input_ids.repeat(len(ids), 1)
+                occluded.fill_diagonal_(Vocab.unk_id)
+                without = self._scores(occluded, lengths.repeat(len(ids)))
+                method, weights = "occlusion", (score - without).tolist()
+            return {"label": label_of(score), "score": score, "method": method,
+                    "words": [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights)]}
+        finally:
+            self.train(was_training)
+
+
 def label_of(score: float) -> str:
     return "positive" if score >= 0.5 else "negative"
 

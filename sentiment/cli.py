@@ -184,6 +184,12 @@ class SentimentCLI(LightningCLI):
 
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["serve"]:  # not a Trainer method, so not a LightningCLI subcommand
+        from sentiment.serve import serve_main
+
+        serve_main(argv[1:])
+        return
     try:
         SentimentCLI(
             SentimentClassifier,
@@ -191,11 +197,11 @@ def cli_main(args: list[str] | None = None) -> None:
             trainer_defaults={"accelerator": "cpu"},
             seed_everything_default=42,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs."},
+            parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "
+                                          "`sentiment serve --help`: an HTTP API and web page for a checkpoint."},
             args=args,
         )
     except (DataError, OSError) as e:  # bad input, or a file system that refuses (full disk, permissions)
-        argv = sys.argv[1:] if args is None else args
         if "--verbose" in argv or os.environ.get("SENTIMENT_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

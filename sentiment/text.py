@@ -218,6 +218,11 @@ class TextEncoder:
         ids = list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text), repeat(1)))
         return list(truncate(ids, self.max_length, self.truncation))
 
+    def encode_words(self, text: str) -> tuple[list[str], list[int]]:
+        """The tokens the model reads (after truncation) and their ids: what an explanation shows."""
+        words = list(truncate(tokenize(text), self.max_length, self.truncation))
+        return words, [self.vocab.stoi.get(w, Vocab.unk_id) for w in words]
+
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
         rows = [self.encode_ids(t) for t in texts]

@@ -1,0 +1,155 @@
+"""``sentiment serve``: an HTTP API and a web page in front of a trained checkpoint, built on LitServe.
+
+    sentiment serve --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt [--host 127.0.0.1] [--port 8000]
+
+- ``POST /predict`` with ``{"texts": ["...", ...]}`` answers ``{"predictions": [{"label": "positive",
+  "score": 0.97}, ...]}`` in input order; ``"explain": true`` adds the weight of every word read.
+  Requests arriving together are classified in one batch.
+- ``GET /health`` answers ``ok`` once the model is loaded; ``GET /`` is a page to try reviews.
+- A body that is not valid JSON or not of that shape gets HTTP 400; too many texts, a text longer than
+  the limit or a body too large gets 413; both with ``{"detail": "..."}``.
+"""
+
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import torch
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, StrictBool, StrictStr
+
+from sentiment.classifier import SentimentClassifier
+from sentiment.errors import DataError
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict``."""
+
+    texts: list[StrictStr]
+    explain: StrictBool = False
+
+
+class SentimentAPI(ls.LitAPI):
+    """Classifies the texts of requests that arrive together in one batch (in the model process)."""
+
+    def __init__(self, ckpt_path: str, max_texts: int, max_text_bytes: int, threads: int,
+                 max_batch_size: int, batch_timeout: float) -> None:
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
+        self.ckpt_path, self.threads = ckpt_path, threads
+        self.max_texts, self.max_text_bytes = max_texts, max_text_bytes
+
+    def setup(self, device: str) -> None:
+        torch.set_num_threads(self.threads)
+        self.model = SentimentClassifier.load_from_checkpoint(self.ckpt_path, map_location="cpu",
+                                                              weights_only=True)
+        self.model.eval()
+
+    def decode_request(self, request: PredictRequest) -> PredictRequest:
+        if len(request.texts) > self.max_texts:
+            raise HTTPException(413, f"too many texts: {len(request.texts)} (at most {self.max_texts} "
+                                     "per request)")
+        for i, text in enumerate(request.texts):
+            if len(text.encode("utf-8", "replace")) > self.max_text_bytes:
+                raise HTTPException(413, f"texts[{i}] is longer than {self.max_text_bytes} bytes")
+        return request
+
+    def batch(self, inputs: list[PredictRequest]) -> list[PredictRequest]:
+        return inputs  # requests stay whole; predict flattens their texts into one batch
+
+    def predict(self, requests: list[PredictRequest] | PredictRequest) -> Any:
+        single = isinstance(requests, PredictRequest)
+        requests = [requests] if single else requests
+        texts = [t for r in requests for t in r.texts]
+        with torch.inference_mode():
+            scored = self.model.predict(texts)
+        out, start = [], 0
+        for r in requests:
+            answers = scored[start : start + len(r.texts)]
+            start += len(r.texts)
+            if r.explain:
+                with torch.inference_mode():
+                    answers = [self.model.explain(t) for t in r.texts]
+            out.append(answers)
+        return out[0] if single else out
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def encode_response(self, output: list[dict]) -> dict:
+        return {"predictions": output}
+
+
+def build_server(ckpt_path: str, max_texts: int = 64, max_text_bytes: int = 100_000, threads: int = 1,
+                 max_batch_size: int = 64, batch_timeout: float = 0.002):
+    """The LitServer for one checkpoint (not started), with the page and JSON errors for bad bodies."""
+    api = SentimentAPI(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
+    # the whole body: every text at its limit, JSON escaping (up to 6 bytes a character) aside
+    max_payload = max_texts * (max_text_bytes + 64) + 4096
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, max_payload_size=max_payload)
+    app = server.app
+
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type and "json" not in content_type:
+            return JSONResponse({"detail": f"the body must be JSON (Content-Type: application/json), "
+                                           f"not {content_type.split(';')[0]}"}, status_code=400)
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"detail": f"the body is not valid JSON ({first.get('ctx', {}).get('error', '?')})"},
+                                status_code=400)
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        detail = (f"{where}: {first.get('msg', 'invalid')}; expected "
+                  '{"texts": ["a review", ...], "explain": false}')
+        return JSONResponse({"detail": detail}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, bad_body)
+    page = PAGE.read_text(encoding="utf-8")
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/"]  # LitServe's own "/"
+    app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+    return server
+
+
+def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, max_texts: int = 64,
+          max_text_bytes: int = 100_000, max_batch_size: int = 64, batch_timeout: float = 0.002,
+          threads: int = 1) -> None:
+    """Serve a trained checkpoint over HTTP: POST /predict, GET /health and a page at GET /.
+
+    Args:
+        ckpt_path: a checkpoint written by ``sentiment fit`` (e.g. lightning_logs/version_0/checkpoints/best.ckpt).
+        host: address to listen on; the default answers this machine only (0.0.0.0 for every interface).
+        port: TCP port.
+        max_texts: most texts in one request (more: HTTP 413).
+        max_text_bytes: most UTF-8 bytes in one text (more: HTTP 413).
+        max_batch_size: most requests classified together in one batch.
+        batch_timeout: seconds to wait for more requests to fill a batch.
+        threads: torch threads of the model process (the HTTP process needs a core too).
+    """
+    from sentiment.cli import read_checkpoint
+
+    read_checkpoint(ckpt_path)  # a bad file gets one line here, not a traceback from the model process
+    if max_texts < 1 or max_text_bytes < 1 or max_batch_size < 1 or batch_timeout < 0 or threads < 1:
+        raise DataError("max_texts, max_text_bytes, max_batch_size and threads must be at least 1, "
+                        "batch_timeout at least 0")
+    server = build_server(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
+    print(f"Serving {ckpt_path} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+
+
+def serve_main(args: list[str]) -> None:
+    """``sentiment serve ...``: options from ``serve``'s signature, one-line errors like the other subcommands."""
+    from jsonargparse import CLI
+
+    try:
+        CLI(serve, args=args, as_positional=False, prog="sentiment serve")
+    except (DataError, OSError) as e:
+        if "--verbose" in args or os.environ.get("SENTIMENT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

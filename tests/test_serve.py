@@ -1,0 +1,188 @@
+"""`sentiment serve` in a subprocess on a free loopback port: every endpoint, every error, and the page in Chromium."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                content_type: str = "application/json") -> tuple[int, str, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body, {"Content-Type": content_type} if body is not None else {})
+            response = conn.getresponse()
+            return response.status, response.getheader("Content-Type", ""), response.read()
+        finally:
+            conn.close()
+
+    def predict(self, payload) -> tuple[int, dict]:
+        status, _, body = self.request("POST", "/predict", json.dumps(payload))
+        return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """The tiny model served with small limits (2 texts, 200 bytes each) so the limit cases stay cheap."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(trained["best"]), "--port", str(port),
+         "--max_texts", "2", "--max_text_bytes", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = Client(port)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.request("GET", "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the server did not start:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    yield client
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_health_answers_ok(server):
+    assert server.request("GET", "/health")[::2] == (200, b"ok")
+
+
+def test_predict_answers_in_input_order(server):
+    status, body = server.predict({"texts": ["brilliant superb wonderful fun", "awful boring dull waste"]})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == ["positive", "negative"]
+    assert body["predictions"][0]["score"] > 0.5 > body["predictions"][1]["score"]
+    assert server.predict({"texts": []}) == (200, {"predictions": []})
+
+
+def test_explain_weighs_every_word_read(server):
+    status, body = server.predict({"texts": ["the plot was awful and dull"], "explain": True})
+    answer = body["predictions"][0]
+    assert status == 200 and answer["label"] == "negative"
+    assert answer["method"] == "occlusion"  # the test model pools with mean_max, not attention
+    assert [w["word"] for w in answer["words"]] == ["the", "plot", "was", "awful", "and", "dull"]
+    weights = {w["word"]: w["weight"] for w in answer["words"]}
+    assert weights["awful"] < 0 and weights["awful"] < weights["the"]  # hiding "awful" makes it less negative
+
+
+def test_concurrent_requests_are_batched_yet_each_gets_its_own_answers(server):
+    results = {}
+
+    def send(i):
+        texts = ["superb brilliant fun"] * (i % 2 + 1) if i % 3 else ["awful dull waste"]
+        results[i] = (texts, server.predict({"texts": texts}))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for texts, (status, body) in results.values():
+        assert status == 200 and len(body["predictions"]) == len(texts)
+        expected = "negative" if texts[0].startswith("awful") else "positive"
+        assert {p["label"] for p in body["predictions"]} == {expected}
+
+
+@pytest.mark.parametrize("body, content_type, status, detail", [
+    ("not json", "application/json", 400, "not valid JSON"),
+    ('{"texts": "one review"}', "application/json", 400, "texts: Input should be a valid list"),
+    ('{"texts": [1]}', "application/json", 400, "texts.0: Input should be a valid string"),
+    ("{}", "application/json", 400, "texts: Field required"),
+    ('{"texts": ["ok"], "explain": "yes"}', "application/json", 400, "explain: Input should be a valid boolean"),
+    ("texts=ok", "application/x-www-form-urlencoded", 400, "the body must be JSON"),
+    ('{"texts": ["a", "b", "c"]}', "application/json", 413, "too many texts: 3 (at most 2 per request)"),
+    (json.dumps({"texts": ["x" * 201]}), "application/json", 413, "texts[0] is longer than 200 bytes"),
+    (json.dumps({"texts": ["x" * 5000] * 2}), "application/json", 413, "Payload too large"),
+], ids=["invalid json", "texts not a list", "not a string", "no texts", "explain not a bool", "a form",
+        "too many texts", "a text too long", "a body too large"])
+def test_bad_requests_get_400_or_413_with_a_json_error(server, body, content_type, status, detail):
+    got, kind, raw = server.request("POST", "/predict", body, content_type)
+    assert (got, kind) == (status, "application/json")
+    assert detail in json.loads(raw)["detail"]
+
+
+def test_the_server_still_answers_after_bad_requests(server):
+    server.request("POST", "/predict", "not json")
+    assert server.predict({"texts": ["superb"]})[0] == 200
+
+
+def test_the_page_is_self_contained(server):
+    status, kind, raw = server.request("GET", "/")
+    page = raw.decode()
+    assert status == 200 and kind.startswith("text/html")
+    assert '<textarea id="review"' in page and '<button id="classify"' in page
+    assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing from elsewhere
+    assert server.request("GET", "/nothing-here")[0] == 404
+
+
+def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    assert run_cli("serve", "--ckpt_path", str(tmp_path / "bad.ckpt")) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'bad.ckpt'}: not a PyTorch checkpoint")
+
+
+def test_serve_help_names_every_option():
+    out = subprocess.run([sys.executable, "-m", "sentiment", "serve", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("--ckpt_path", "--host", "--port", "--max_texts", "--max_text_bytes", "--max_batch_size"):
+        assert option in out
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("SENTIMENT_REQUIRE_BROWSER"),
+                    reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    review = "An awful, dull and boring film: a waste."
+    expected = server.predict({"texts": [review]})[1]["predictions"][0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            page.keyboard.type(review)  # the text box has the focus: no mouse needed
+            page.keyboard.press("Control+Enter")
+            page.wait_for_selector("#verdict.negative", timeout=15_000)
+            shown = page.inner_text("#verdict")
+            assert shown == f"negative ({round(expected['score'] * 100)}% positive)"
+            assert page.get_attribute("#meter", "aria-valuenow") == str(round(expected["score"] * 100))
+            assert page.locator("#words span").count() == 8  # every word read, highlighted by its weight
+            page.fill("#review", "Superb, brilliant, wonderful fun.")
+            page.click("#classify")
+            page.wait_for_selector("#verdict.positive", timeout=15_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "serve-page.png").stat().st_size > 1000
