@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py                   # full run on the IMDb training archive; updates BENCHMARKS.md
     python scripts/benchmark.py --quick           # a small, fast pass (used by the test suite); writes nothing
-    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, cores
+    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, cores, serve
 
 No network: the reviews come from ../shared/data/aclImdb_train.tar.gz or --archive.
 """
@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
+import http.client
+import json
+import socket
+import threading
 from collections import Counter
 from itertools import chain
-import datetime
 import os
 import platform
 import statistics
@@ -40,7 +44,7 @@ from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize  # noqa: 
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "cores")
+ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "cores", "serve")
 
 # The default recipe's model (configs/imdb.yaml).
 DEFAULT_MODEL = dict(embed_dim=128, hidden_dim=128, cell="lstm", pooling="attention", dropout=0.3, embed_dropout=0.25,
@@ -221,16 +225,21 @@ class _StepTimer(L.Callback):
 # --- 4. predictions -------------------------------------------------------------------------------------
 
 
-def bench_predict(texts: list[str], labels, rows: list) -> None:
+def default_checkpoint(texts: list[str], path: Path) -> Path:
+    """A checkpoint of the default model with its vocabulary (untrained weights: speed does not depend on them)."""
     vocab, _, _ = encode_corpus(texts, min_freq=2, max_size=30000, max_length=128)
     model = SentimentClassifier(vocab_size=len(vocab), **DEFAULT_MODEL)
     model.text_encoder = TextEncoder(vocab)
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                  "pytorch-lightning_version": L.__version__}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def bench_predict(texts: list[str], labels, rows: list) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "model.ckpt"
-        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                      "pytorch-lightning_version": L.__version__}
-        model.on_save_checkpoint(checkpoint)
-        torch.save(checkpoint, ckpt)
+        ckpt = default_checkpoint(texts, Path(tmp) / "model.ckpt")
         reviews = Path(tmp) / "reviews.txt"
         reviews.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
         out = Path(tmp) / "predictions.csv"
@@ -300,6 +309,78 @@ def bench_cores(archive: Path, rows: list, steps: int) -> None:
                      "fastest" if rate == best else f"{rate / best:.2f}x the fastest"))
 
 
+# --- 6. the HTTP server ---------------------------------------------------------------------------------
+
+
+def _load(port: int, texts: list[str], requests: int, clients: int) -> tuple[float, list[float], int]:
+    """``requests`` single-review POST /predict calls from ``clients`` keep-alive connections at once."""
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    queue = iter(range(requests))
+
+    def client() -> None:
+        nonlocal failures
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            with lock:
+                i = next(queue, None)
+            if i is None:
+                break
+            body = json.dumps({"texts": [texts[i % len(texts)]]})
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                ok = response.status == 200 and len(json.loads(response.read())["predictions"]) == 1
+            except (OSError, http.client.HTTPException, ValueError):
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                failures += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies, failures
+
+
+def bench_serve(texts: list[str], rows: list, requests: int, clients: int = 16) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = default_checkpoint(texts, Path(tmp) / "model.ckpt")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen([sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(ckpt),
+                                   "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sentiment serve did not start: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.2)
+            _load(port, texts, min(200, requests), clients)  # warm up
+            elapsed, latencies, failures = _load(port, texts, requests, clients)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    ms = np.percentile(latencies, [50, 99]) * 1000
+    rows.append((f"`sentiment serve`, {requests:,} single-review requests from {clients} clients (loopback)",
+                 f"p50 {ms[0]:.1f} ms, p99 {ms[1]:.1f} ms", "p99 < 50 ms, no failure",
+                 f"{requests / elapsed:,.0f} requests/s, {failures} failed"))
+
+
 # --- the report -----------------------------------------------------------------------------------------
 
 
@@ -338,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_lightning(texts, labels, rows, steps)
     if "predict" in sections:
         bench_predict(texts, labels, rows)
+    if "serve" in sections:
+        bench_serve(texts, rows, requests=200 if args.quick else 2000)
     if "cores" in sections:
         bench_cores(args.archive, rows, steps=6 if args.quick else 120)
     table = report(rows, args)

@@ -102,3 +102,20 @@ def test_predict_api_returns_labels_and_scores_in_input_order():
 def test_predict_without_a_vocabulary_says_what_to_do():
     with pytest.raises(ValueError, match="no vocabulary"):
         SentimentClassifier(vocab_size=4).predict(["x"])
+
+
+def test_explain_weighs_each_word_the_model_reads():
+    encoder = TextEncoder(Vocab(["<pad>", "<unk>", "good", "bad", "film"]), max_length=6, truncation="head_tail")
+    text = "A good film, not bad at all! Truly good"
+    for pooling, method in (("attention", "attention"), ("mean_max", "occlusion")):
+        model = SentimentClassifier(vocab_size=5, embed_dim=8, hidden_dim=8, pooling=pooling)
+        model.text_encoder = encoder
+        out = model.explain(text)
+        assert out["method"] == method
+        assert [w["word"] for w in out["words"]] == ["a", "good", "film", "!", "truly", "good"]  # head + tail
+        assert out["score"] == pytest.approx(model.predict([text])[0]["score"], abs=1e-6)
+        if method == "attention":
+            assert sum(w["weight"] for w in out["words"]) == pytest.approx(1, abs=1e-3)
+        else:  # unknown words change nothing when hidden: they already read as <unk>
+            assert [w["weight"] for w in out["words"] if w["word"] in ("a", "!", "truly")] == [0, 0, 0]
+    assert model.explain("")["words"] == []
