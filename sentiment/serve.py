@@ -12,6 +12,7 @@
 
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,21 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, max_texts: 
         raise DataError("max_texts, max_text_bytes, max_batch_size and threads must be at least 1, "
                         "batch_timeout at least 0")
     server = build_server(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`, systemd, docker stop: a clean shutdown
+        signal.signal(signum, _stop)
     print(f"Serving {ckpt_path} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+
+
+_MAIN_PID = os.getpid()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    if os.getpid() == _MAIN_PID:
+        raise KeyboardInterrupt  # LitServe stops its model process and HTTP server on KeyboardInterrupt
+    raise SystemExit(0)  # a forked child (the HTTP server) that LitServe itself is stopping
 
 
 def serve_main(args: list[str]) -> None:

@@ -44,26 +44,47 @@ class Client:
         return status, json.loads(body)
 
 
-@pytest.fixture(scope="module")
-def server(trained):
-    """The tiny model served with small limits (2 texts, 200 bytes each) so the limit cases stay cheap."""
+def start_server(ckpt: Path, *options: str) -> tuple[subprocess.Popen, Client]:
+    """`sentiment serve` on a free port, once /health answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(trained["best"]), "--port", str(port),
-         "--max_texts", "2", "--max_text_bytes", "200"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(ckpt),
+                                "--port", str(port), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = Client(port)
     deadline = time.monotonic() + 120
     while True:
         try:
             if client.request("GET", "/health")[0] == 200:
-                break
+                return process, client
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"the server did not start:\n{process.stdout.read()[-3000:]}")
         time.sleep(0.2)
+
+
+def children(pid: int) -> set[int]:
+    """Every process started by ``pid``, however deep."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                child = int(stat.parent.name)
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """The tiny model served with small limits (2 texts, 200 bytes each) so the limit cases stay cheap."""
+    process, client = start_server(trained["best"], "--max_texts", "2", "--max_text_bytes", "200")
     yield client
     process.send_signal(signal.SIGINT)
     try:
@@ -142,6 +163,21 @@ def test_the_page_is_self_contained(server):
     assert '<textarea id="review"' in page and '<button id="classify"' in page
     assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing from elsewhere
     assert server.request("GET", "/nothing-here")[0] == 404
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_ends_the_server_and_every_process_it_started(trained, signum):
+    process, client = start_server(trained["best"])
+    started = children(process.pid)
+    assert started  # the HTTP server and the model process
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 0
+    output = process.stdout.read()
+    assert "Traceback" not in output, output[-3000:]
+    deadline = time.monotonic() + 10
+    while started & {int(p.name) for p in Path("/proc").glob("[0-9]*")} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not started & {int(p.name) for p in Path("/proc").glob("[0-9]*")}
 
 
 def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
