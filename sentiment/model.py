@@ -176,7 +176,8 @@ class SentimentNet(nn.Module):
             pooled = _masked_pool(states, mask, self.pooling)
         if self.bag is not None:
             pooled = torch.cat([pooled, self.bag(input_ids, mask)], dim=1)
-        logits = self.head(self.dropout(pooled)).squeeze(-1)
+        with torch.autocast(pooled.device.type, enabled=False):  # under bfloat16 autocast too: full digits
+            logits = self.head(self.dropout(pooled).float()).squeeze(-1)
         return (logits, weights) if return_attention else logits
 
 

@@ -119,3 +119,15 @@ def test_explain_weighs_each_word_the_model_reads():
         else:  # unknown words change nothing when hidden: they already read as <unk>
             assert [w["weight"] for w in out["words"] if w["word"] in ("a", "!", "truly")] == [0, 0, 0]
     assert model.explain("")["words"] == []
+
+
+def test_logits_stay_float32_under_bfloat16_autocast():
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=50, embed_dim=16, hidden_dim=16, pooling="attention").eval()
+    ids, lengths = torch.randint(2, 50, (8, 20)), torch.randint(1, 21, (8,))
+    with torch.no_grad():
+        full = net(ids, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net(ids, lengths)
+    assert mixed.dtype == torch.float32  # scores written to CSV keep their digits
+    torch.testing.assert_close(mixed, full, atol=0.05, rtol=0.05)
