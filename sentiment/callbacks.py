@@ -118,7 +118,7 @@ class AutoSave(Checkpoint):
 
     def _save(self, trainer: L.Trainer, path: Path) -> None:
         if self._saved_step != trainer.global_step:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # the full state: resumable
         self._saved_step = trainer.global_step
         self._last_save = time.monotonic()
 
