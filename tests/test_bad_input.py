@@ -44,7 +44,7 @@ def test_bad_training_files_get_one_line_and_exit_1(tmp_path, capsys, name, cont
 
 def test_verbose_shows_the_traceback(tmp_path, capsys):
     with pytest.raises(Exception, match="no such file"):
-        run_cli("fit", "--data.train_file", str(tmp_path / "nope.csv"), "--verbose",
+        run_cli("fit", "--data.train_file", str(tmp_path / "nope.csv"), "--verbose", "--data.data_dir", str(tmp_path),
                 "--trainer.default_root_dir", str(tmp_path))
 
 
