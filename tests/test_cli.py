@@ -119,6 +119,16 @@ def test_fast_dev_run_overlay_on_a_tiny_corpus(tmp_path, tiny_csv):
               "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
 
 
+def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert run_cli("fit", "--config", str(configs / "imdb.yaml"), "--config", str(configs / "overfit.yaml"),
+                   "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr", "0.01",
+                   "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
+    events = _events(tmp_path / "lightning_logs" / "version_0")
+    assert events.Scalars("train/acc")[-1].value == 1.0
+
+
 def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
