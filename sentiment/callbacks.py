@@ -4,9 +4,7 @@ Ctrl-C), checkpoint files that are never half-written, and the CSV prediction wr
 from __future__ import annotations
 
 import csv
-import os
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelC
 from lightning.pytorch.utilities import rank_zero_info
 
 from sentiment.classifier import label_of
+from sentiment.io import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,18 +28,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 class AutoSave(Checkpoint):
@@ -48,8 +37,8 @@ class AutoSave(Checkpoint):
 
     ``last.ckpt`` is written beside ``best.ckpt`` every ``minutes`` of training (or every ``every_n_steps``
     optimizer steps), at the end of each epoch and at the end of training. As a ``Checkpoint``, Lightning
-    runs it after ``ModelCheckpoint``, so the saved state knows the epoch's best score. The first Ctrl-C (SIGINT) finishes the current step,
-    saves ``last.ckpt`` and stops; a second one stops at once. ``sentiment fit ... --ckpt_path last``
+    runs it after ``ModelCheckpoint``, so the saved state knows the epoch's best score. The first Ctrl-C
+    (SIGINT) finishes the current step, saves ``last.ckpt`` and stops; a second one stops at once. ``sentiment fit ... --ckpt_path last``
     continues from there with the same batches and, on one process, the same random numbers: it ends with
     the weights and metrics of a run that was never stopped.
 
@@ -157,16 +146,14 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_path: str = "predictions.csv") -> None:
         super().__init__(write_interval="batch")
         self.output_path = Path(output_path)
+        self._output = None  # the atomic_open of the file being written, from start to end of predicting
         self._file = None
-        self._tmp: Path | None = None
         self._writer = None
         self.rows = 0
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.output_path.name}.", suffix=".tmp", dir=self.output_path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._output = atomic_open(self.output_path, "w", newline="", encoding="utf-8")
+        self._file = self._output.__enter__()
         self._writer = None
         self.rows = 0
 
@@ -189,15 +176,11 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._writer is None:  # no input rows: still a well-formed file
             csv.writer(self._file).writerow(["index", "label", "score"])
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.output_path)
-        self._file = self._tmp = None
+        output, self._output, self._file = self._output, None, None
+        output.__exit__(None, None, None)  # flush, fsync, rename into place
         rank_zero_info(f"Wrote {self.rows} predictions to {self.output_path}")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
-            self._file = self._tmp = None
+        if self._output is not None:  # the temporary file goes; nothing appears at output_path
+            output, self._output, self._file = self._output, None, None
+            output.__exit__(type(exception), exception, exception.__traceback__)
