@@ -198,12 +198,14 @@ class SentimentCLI(LightningCLI):
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["serve"]:  # not a Trainer method, so not a LightningCLI subcommand
-        from sentiment.serve import serve_main
-
-        serve_main(argv[1:])
-        return
     try:
+        if argv[:1] == ["serve"]:  # not a Trainer method, so not a LightningCLI subcommand
+            from jsonargparse import CLI
+
+            from sentiment.serve import serve
+
+            CLI(serve, args=argv[1:], as_positional=False, prog="sentiment serve")
+            return
         SentimentCLI(
             SentimentClassifier,
             SentimentDataModule,

@@ -13,7 +13,6 @@
 
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +66,11 @@ class SentimentAPI(ls.LitAPI):
     def predict(self, requests: list[PredictRequest] | PredictRequest) -> Any:
         single = isinstance(requests, PredictRequest)
         requests = [requests] if single else requests
-        texts = [t for r in requests for t in r.texts]
         with torch.inference_mode():
-            scored = self.model.predict(texts)
-        out, start = [], 0
-        for r in requests:
-            answers = scored[start : start + len(r.texts)]
-            start += len(r.texts)
-            if r.explain:
-                with torch.inference_mode():
-                    answers = [self.model.explain(t) for t in r.texts]
-            out.append(answers)
+            # one batch for every text not to be explained; an explanation scores its text itself
+            scored = iter(self.model.predict([t for r in requests if not r.explain for t in r.texts]))
+            out = [[self.model.explain(t) for t in r.texts] if r.explain else [next(scored) for _ in r.texts]
+                   for r in requests]
         return out[0] if single else out
 
     def unbatch(self, output: list) -> list:
@@ -87,8 +80,8 @@ class SentimentAPI(ls.LitAPI):
         return {"predictions": output}
 
 
-def build_server(ckpt_path: str, max_texts: int = 64, max_text_bytes: int = 100_000, threads: int = 1,
-                 max_batch_size: int = 64, batch_timeout: float = 0.002):
+def build_server(ckpt_path: str, max_texts: int, max_text_bytes: int, threads: int, max_batch_size: int,
+                 batch_timeout: float):
     """The LitServer for one checkpoint (not started), with the page and JSON errors for bad bodies."""
     api = SentimentAPI(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
     # the whole body: every text at its limit, JSON escaping (up to 6 bytes a character) aside
@@ -139,31 +132,16 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, max_texts: 
         raise DataError("max_texts, max_text_bytes, max_batch_size and threads must be at least 1, "
                         "batch_timeout at least 0")
     server = build_server(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`, systemd, docker stop: a clean shutdown
         signal.signal(signum, _stop)
     print(f"Serving {ckpt_path} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
 
 
-_MAIN_PID = os.getpid()
+_MAIN_PID = os.getpid()  # the process that imports this module runs serve(); LitServe forks the HTTP server
 
 
 def _stop(signum: int, frame: Any) -> None:
     if os.getpid() == _MAIN_PID:
         raise KeyboardInterrupt  # LitServe stops its model process and HTTP server on KeyboardInterrupt
     raise SystemExit(0)  # a forked child (the HTTP server) that LitServe itself is stopping
-
-
-def serve_main(args: list[str]) -> None:
-    """``sentiment serve ...``: options from ``serve``'s signature, one-line errors like the other subcommands."""
-    from jsonargparse import CLI
-
-    try:
-        CLI(serve, args=args, as_positional=False, prog="sentiment serve")
-    except (DataError, OSError) as e:
-        if "--verbose" in args or os.environ.get("SENTIMENT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
