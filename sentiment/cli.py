@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.classifier import SentimentClassifier
+from sentiment.cpu import configure_cpu
 from sentiment.data import SentimentDataModule
 from sentiment.errors import DataError
 
@@ -198,6 +199,7 @@ class SentimentCLI(LightningCLI):
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     argv = sys.argv[1:] if args is None else list(args)
+    configure_cpu()
     try:
         if argv[:1] == ["serve"]:  # not a Trainer method, so not a LightningCLI subcommand
             from jsonargparse import CLI

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, StrictBool, StrictStr
 
 from sentiment.classifier import SentimentClassifier
+from sentiment.cpu import configure_cpu
 from sentiment.errors import DataError
 
 PAGE = Path(__file__).with_name("page.html")
@@ -45,7 +46,8 @@ class SentimentAPI(ls.LitAPI):
         self.ckpt_path, self.threads = ckpt_path, threads
         self.max_texts, self.max_text_bytes = max_texts, max_text_bytes
 
-    def setup(self, device: str) -> None:
+    def setup(self, device: str) -> None:  # in LitServe's model process
+        configure_cpu()
         torch.set_num_threads(self.threads)
         self.model = SentimentClassifier.load_from_checkpoint(self.ckpt_path, map_location="cpu",
                                                               weights_only=True)

@@ -1,0 +1,48 @@
+"""Two process-wide settings that make CPU training 1.5-2x faster here: reused memory and flushed denormals.
+
+Memory. A training step allocates and frees the same few-megabyte buffers (recurrent workspaces,
+gradients) every time. glibc's malloc hands blocks that size back to the kernel when they are freed
+(through ``munmap`` or by trimming its heap) and takes fresh zeroed pages at the next step: about two
+million page faults a minute here, a third of the step time. Keeping freed blocks up to 32 MB in the heap,
+and never trimming it, makes steps reuse them, for about 50 MB more peak memory. (Preloading jemalloc or
+tcmalloc, as the PyTorch CPU tuning guides suggest, does the same from outside the process.)
+
+Denormals. As training goes on, some gradients and activations shrink below float32's normal range, where
+x86 CPUs compute through a slow microcode path: steps became 25% slower after a few hundred of them.
+Flushing such values to zero (``torch.set_flush_denormal``) changes results by less than 1e-38.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+import torch
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters (malloc.h)
+_MALLOC_SETTINGS = (
+    (_M_MMAP_THRESHOLD, 32 << 20),  # blocks below 32 MB (glibc's maximum) come from the reusable heap
+    (_M_TRIM_THRESHOLD, (1 << 31) - 1),  # never give the top of the heap back
+    (_M_TOP_PAD, 256 << 20),  # grow the heap in large steps
+)
+
+
+def configure_cpu() -> dict[str, bool]:
+    """Apply both settings to this process (idempotent) and say which took effect.
+
+    Call it first thing, before torch starts its worker threads, which inherit the denormal setting
+    from the thread that creates them. ``sentiment`` (every subcommand) and ``scripts/benchmark.py`` do.
+    """
+    return {"keep_freed_memory": _keep_freed_memory(), "flush_denormal": torch.set_flush_denormal(True)}
+
+
+def _keep_freed_memory() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS)
