@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sentiment.classifier import SentimentClassifier
-from sentiment.model import CELLS, POOLINGS, SentimentNet
+from sentiment.model import CELLS, POOLINGS, FastDropout, SentimentNet, reverse_within_lengths
 from sentiment.text import TextEncoder, Vocab
 
 
@@ -131,3 +131,31 @@ def test_logits_stay_float32_under_bfloat16_autocast():
             mixed = net(ids, lengths)
     assert mixed.dtype == torch.float32  # scores written to CSV keep their digits
     torch.testing.assert_close(mixed, full, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_fast_dropout_drops_the_share_asked_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    dropout = FastDropout(p).train()
+    y = dropout(x)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(1 - p, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # kept values scaled by 1 / (1 - p)
+    assert not torch.equal(y, dropout(x))  # a new mask each call
+    torch.manual_seed(0)
+    torch.testing.assert_close(dropout(x), y)  # drawn from torch's seeded generator
+    assert dropout.eval()(x) is x
+    assert FastDropout(1.0).train()(x).abs().sum() == 0
+
+
+def test_reversing_ids_gives_the_backward_direction_the_same_input_as_reversing_embeddings():
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=40, embed_dim=8, hidden_dim=6, bidirectional=True, pooling="attention").eval()
+    ids = torch.randint(2, 40, (4, 15))
+    lengths = torch.tensor([15, 9, 1, 4])
+    ids[1, 9:] = ids[2, 1:] = ids[3, 4:] = 0
+    embedded = net.embedding(ids)
+    slow, _ = net.encoder(embedded, lengths)
+    fast, _ = net.encoder(embedded, lengths, net.embedding(reverse_within_lengths(ids, lengths)))
+    assert torch.equal(fast, slow)
