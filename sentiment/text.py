@@ -70,11 +70,16 @@ def tokenize_reference(text: str) -> list[str]:
     return _TOKEN_RE.findall(_TAG_RE.sub(" ", text))
 
 
-def _tokenize_bytes(text: str) -> list[bytes]:
-    """``tokenize`` with UTF-8 bytes tokens: the form the corpus encoder counts and looks up."""
+def _tokenize_bytes(text: str, max_length: int | None = None, truncation: Truncation = "head_tail") -> list[bytes]:
+    """``tokenize`` with UTF-8 bytes tokens: the form the corpus encoder counts and looks up.
+
+    With ``max_length``, the tokens ``truncate`` would keep; ASCII text then splits off only those, not
+    every word of a long review.
+    """
     text = _normalize(text)
     if not text.isascii():
-        return [t.encode() for t in _TOKEN_RE.findall(_TAG_RE.sub(" ", text))]
+        tokens = [t.encode() for t in _TOKEN_RE.findall(_TAG_RE.sub(" ", text))]
+        return tokens if max_length is None else list(truncate(tokens, max_length, truncation))
     b = text.encode("ascii")
     if b"<" in b:
         b = _TAG_RE_B.sub(b" ", b)
@@ -85,7 +90,26 @@ def _tokenize_bytes(text: str) -> list[bytes]:
         b = b.replace(b"?", b" ? ")
     if b"'" in b:  # an apostrophe not between two letters/digits separates: "'quoted'", "a''b"
         b = _STRAY_APOSTROPHE_B.sub(b" ", b)
-    return b.split()
+    if max_length is None:
+        return b.split()
+    return _split_truncated(b, max_length, truncation)
+
+
+def _split_truncated(b: bytes, max_length: int, truncation: Truncation) -> list[bytes]:
+    """``truncate(b.split(), max_length, truncation)``, splitting off only the tokens kept."""
+    if truncation == "head":
+        return b.split(None, max_length)[:max_length]
+    if truncation == "tail":
+        return b.rsplit(None, max_length)[-max_length:] if max_length else []
+    if truncation != "head_tail":
+        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    n_head = (max_length + 1) // 2
+    n_tail = max_length - n_head
+    parts = b.split(None, n_head)
+    if len(parts) <= n_head:  # the whole review fits
+        return parts
+    tail = parts[n_head].rsplit(None, n_tail) if n_tail else [parts[n_head]]
+    return parts[:n_head] + (tail if len(tail) <= n_tail else tail[1:])
 
 
 def tokenize(text: str) -> list[str]:
@@ -215,8 +239,7 @@ class TextEncoder:
     truncation: Truncation = "head_tail"
 
     def encode_ids(self, text: str) -> list[int]:
-        ids = list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text), repeat(1)))
-        return list(truncate(ids, self.max_length, self.truncation))
+        return list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text, self.max_length, self.truncation), repeat(1)))
 
     def encode_words(self, text: str) -> tuple[list[str], list[int]]:
         """The tokens the model reads (after truncation) and their ids: what an explanation shows."""
@@ -269,7 +292,7 @@ def _count_part(start: int, stop: int, count_mask: np.ndarray | None, max_length
     with _gc_paused():
         for lo in range(start, stop, _CHUNK):
             hi = min(lo + _CHUNK, stop)
-            toks = [truncate(_tokenize_bytes(t), max_length, truncation) for t in _worker_texts[lo:hi]]
+            toks = [_tokenize_bytes(t, max_length, truncation) for t in _worker_texts[lo:hi]]
             counted = toks if count_mask is None else compress(toks, count_mask[lo:hi])
             counts.update(chain.from_iterable(counted))
             kept.extend(toks)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from sentiment.text import (
     TextEncoder,
     Vocab,
+    _tokenize_bytes,
     encode_corpus,
     tokenize,
     tokenize_reference,
@@ -35,6 +36,17 @@ def test_tokenize_cases(text, tokens):
 @given(st.text(alphabet=st.sampled_from(list("aZ09 '!?<>/_-.`´’é&;\nß")), max_size=60))
 def test_fast_tokenizer_matches_the_reference(text):
     assert tokenize(text) == tokenize_reference(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab9 '!?<>/.&;\n")), max_size=80), st.integers(0, 9),
+       st.sampled_from(["head", "tail", "head_tail"]))
+def test_truncating_tokenizer_keeps_what_truncate_keeps(text, max_length, mode):
+    expected = truncate(tokenize_reference(text), max_length, mode)
+    assert [t.decode() for t in _tokenize_bytes(text, max_length, mode)] == list(expected)
+    if text.isascii():  # the non-ASCII path truncates a full token list; with é, ASCII splits off its ends
+        assert [t.decode() for t in _tokenize_bytes(text + " é", max_length, mode)] == list(
+            truncate(tokenize_reference(text + " é"), max_length, mode))
 
 
 def test_tokenize_is_deterministic():
