@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_cli
 
 # (name, file contents, the one-line message expected) for `sentiment fit --data.train_file FILE`

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
