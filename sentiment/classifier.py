@@ -192,7 +192,7 @@ class SentimentClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         # fused: one pass over the parameters, 6x faster steps on CPU; a float16 gradient scaler needs the plain one
-        fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        fused = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         if hp.lr_schedule == "constant":
             return optimizer

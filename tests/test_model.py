@@ -159,3 +159,20 @@ def test_reversing_ids_gives_the_backward_direction_the_same_input_as_reversing_
     slow, _ = net.encoder(embedded, lengths)
     fast, _ = net.encoder(embedded, lengths, net.embedding(reverse_within_lengths(ids, lengths)))
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradients_are_clipped_for_the_fused_optimizer(algorithm):
+    # Lightning 2.6 refuses to clip for fused optimizers under mixed precision; the classifier clips itself
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, lr=1.0)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    batch = _toy_batches(1)[0]
+    model.net(batch["input_ids"], batch["lengths"]).pow(2).sum().mul(100).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.nn.utils.get_total_norm(grads) > 1
+    model.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    if algorithm == "norm":
+        assert torch.nn.utils.get_total_norm(grads) == pytest.approx(0.5, rel=1e-4)
+    else:
+        assert max(g.abs().max() for g in grads) <= 0.5
