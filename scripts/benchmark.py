@@ -116,30 +116,56 @@ def bench_tokenize(texts: list[str], rows: list, repeat: int) -> None:
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
 
 
-def plain_loop(net: torch.nn.Module, dataset: EncodedReviews, batch_size: int, steps: int, lr: float,
-               adam: bool = False, precision: str = "32-true", warmup: int = 5) -> float:
-    """Reviews per second over ``steps`` training steps, after ``warmup`` steps. ``adam``: plain Adam, as
-    the original project trained; otherwise fused AdamW, as SentimentClassifier does."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_as_batch)
-    if adam:
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    else:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, fused=True)
-    net.train()
-    batches = iter(loader)
-    seen, start = 0, None
-    for step in range(steps + warmup):
-        if step == warmup:
-            start, seen = time.perf_counter(), 0
-        batch = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-            logits = net(batch["input_ids"], batch["lengths"])
-        loss = binary_loss(logits.float(), batch["labels"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen += len(batch["labels"])
-    return seen / (time.perf_counter() - start)
+class PlainLoop:
+    """A hand-written training loop, run a few steps at a time so that loops can be timed in turns.
+
+    ``adam``: plain Adam, as the original project trained; otherwise fused AdamW, as SentimentClassifier does.
+    """
+
+    def __init__(self, net: torch.nn.Module, dataset: EncodedReviews, batch_size: int, lr: float,
+                 adam: bool = False, precision: str = "32-true") -> None:
+        self.net, self.precision = net.train(), precision
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_as_batch)
+        self.batches = iter(self.loader)
+        if adam:
+            self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        else:
+            self.optimizer = torch.optim.AdamW(net.parameters(), lr=lr, fused=True)
+        self.seen, self.seconds = 0, 0.0
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        start, seen = time.perf_counter(), 0
+        for _ in range(steps):
+            batch = next(self.batches, None)
+            if batch is None:
+                self.batches = iter(self.loader)
+                batch = next(self.batches)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16-mixed"):
+                logits = self.net(batch["input_ids"], batch["lengths"])
+            loss = binary_loss(logits.float(), batch["labels"])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            seen += len(batch["labels"])
+        if timed:
+            self.seen, self.seconds = self.seen + seen, self.seconds + time.perf_counter() - start
+
+    @property
+    def throughput(self) -> float:
+        return self.seen / self.seconds
+
+
+WARMUP_STEPS = 5
+
+
+def in_turns(runners: list, steps: int, rounds: int = 5) -> None:
+    """Warm every runner up, then time ``steps`` steps of each, in ``rounds`` turns: a machine whose speed
+    drifts (a shared host) then slows every side alike, and the ratios stay honest."""
+    for runner in runners:
+        runner.run(WARMUP_STEPS, timed=False)
+    for r in range(rounds):
+        for runner in runners:
+            runner.run(steps // rounds + (r < steps % rounds))
 
 
 def encode_for(texts, labels, **settings) -> tuple[EncodedReviews, int]:
@@ -199,17 +225,21 @@ def bench_train(texts, labels, rows: list, steps: int) -> None:
     default_data, default_vocab = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
     ids, lengths, original_vocab = original_encode(texts)
     seed_data = _FullWidth(ids, lengths, labels)
-    ours = plain_loop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, steps, 4e-3,
-                      precision=PRECISION)
-    seed = plain_loop(OriginalNet(original_vocab), seed_data, 50, steps, 1e-3, adam=True)
-    rows.append((f"training throughput, default model (plain loop, {PRECISION})", f"{ours:,.0f} reviews/s", ">= 3x",
-                 ""))
+    ours = PlainLoop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, 4e-3, precision=PRECISION)
+    seed = PlainLoop(OriginalNet(original_vocab), seed_data, 50, 1e-3, adam=True)
+    runners = [ours, seed]
     if PRECISION != "32-true":
         torch.manual_seed(0)
-        full = plain_loop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, steps, 4e-3)
-        rows.append(("  the same in 32-true", f"{full:,.0f} reviews/s", "", f"{ours / full:.2f}x in {PRECISION}"))
+        full = PlainLoop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, 4e-3)
+        runners.append(full)
+    in_turns(runners, steps)
+    rows.append((f"training throughput, default model (plain loop, {PRECISION})", f"{ours.throughput:,.0f} reviews/s",
+                 ">= 3x", ""))
+    if PRECISION != "32-true":
+        rows.append(("  the same in 32-true", f"{full.throughput:,.0f} reviews/s", "",
+                     f"{ours.throughput / full.throughput:.2f}x in {PRECISION}"))
     rows.append((f"  vs the original recipe (its vocabulary: {original_vocab - 1:,} words; batch 50, Adam, 32-true)",
-                 f"{seed:,.0f} reviews/s", ">= 3x", f"{ours / seed:.1f}x"))
+                 f"{seed.throughput:,.0f} reviews/s", ">= 3x", f"{ours.throughput / seed.throughput:.1f}x"))
 
 
 # --- 3. Lightning's overhead ----------------------------------------------------------------------------
@@ -224,27 +254,41 @@ class _FixedData(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.data, batch_size=64, shuffle=True, collate_fn=_as_batch)
 
 
+class _TrainerRunner:
+    """``Trainer.fit`` on the same model for ``steps`` steps at a time (each fit's first step untimed)."""
+
+    def __init__(self, model: SentimentClassifier, data) -> None:
+        self.model, self.data, self.seen, self.seconds = model, data, 0, 0.0
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        timer = _StepTimer()
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = L.Trainer(accelerator="cpu", precision=PRECISION, max_steps=steps + 1, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                limit_val_batches=0, default_root_dir=tmp, callbacks=[timer])
+            trainer.fit(self.model, _FixedData(self.data))
+        if timed:
+            self.seen, self.seconds = self.seen + timer.seen, self.seconds + timer.elapsed
+
+    @property
+    def throughput(self) -> float:
+        return self.seen / self.seconds
+
+
 def bench_lightning(texts, labels, rows: list, steps: int) -> None:
     data, vocab_size = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
     torch.manual_seed(0)
-    plain = plain_loop(SentimentNet(vocab_size, **DEFAULT_MODEL), data, 64, steps, 4e-3, precision=PRECISION)
+    plain = PlainLoop(SentimentNet(vocab_size, **DEFAULT_MODEL), data, 64, 4e-3, precision=PRECISION)
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=vocab_size, lr=4e-3, **DEFAULT_MODEL)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(accelerator="cpu", precision=PRECISION, max_steps=steps + 1, logger=False,
-                            enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            default_root_dir=tmp)
-        timer = _StepTimer()
-        trainer.callbacks.append(timer)
-        trainer.fit(model, _FixedData(data))
-    lightning = timer.seen / timer.elapsed
-    rows.append(("training throughput, `Trainer` + SentimentClassifier", f"{lightning:,.0f} reviews/s", "<= 5% slower",
-                 f"{100 * (plain / lightning - 1):+.1f}% vs plain loop ({plain:,.0f} reviews/s)"))
+    lightning = _TrainerRunner(SentimentClassifier(vocab_size=vocab_size, lr=4e-3, **DEFAULT_MODEL), data)
+    in_turns([lightning, plain], steps)
+    rows.append(("training throughput, `Trainer` + SentimentClassifier", f"{lightning.throughput:,.0f} reviews/s",
+                 "<= 5% slower", f"{100 * (plain.throughput / lightning.throughput - 1):+.1f}% vs plain loop "
+                 f"({plain.throughput:,.0f} reviews/s)"))
 
 
 class _StepTimer(L.Callback):
-    """Times training steps after the first, as plain_loop does."""
+    """Times the training steps of one fit after its first (which sets the fit up)."""
 
     def __init__(self):
         self.start, self.seen, self.elapsed = None, 0, 0.0
@@ -297,8 +341,8 @@ def bench_predict(texts: list[str], labels, rows: list) -> None:
             with open(out) as f:
                 n_rows = sum(1 for _ in csv.reader(f)) - 1
             assert n_rows == len(texts), (n_rows, len(texts))
-            rows.append((f"`sentiment predict`, {name}, {len(texts):,} raw reviews -> CSV (incl. start-up, "
-                         f"{PRECISION})", f"{len(texts) / elapsed:,.0f} reviews/s", ">= 5,000/s", f"{elapsed:.1f} s"))
+            rows.append((f"`sentiment predict`, {name}, {len(texts):,} raw reviews -> CSV (the command in "
+                         f"process after its imports, {PRECISION})", f"{len(texts) / elapsed:,.0f} reviews/s", ">= 5,000/s", f"{elapsed:.1f} s"))
             if settings is DEFAULT_MODEL:
                 loaded = SentimentClassifier.load_from_checkpoint(ckpt)
     loaded.predict(texts[0])
@@ -321,33 +365,62 @@ CORE_LAYOUTS = [
 ]
 
 
-def _fit_seconds(data_dir: Path, root: Path, steps: int, extra: list[str], env: dict) -> float:
+class FitTimer(L.Callback):
+    """Loaded into `sentiment fit` by ``bench_cores`` (``--trainer.callbacks+=benchmark.FitTimer``): times the
+    training steps after the warm-up on rank 0 and writes ``{"seen", "seconds"}`` to $SENTIMENT_FIT_TIMER."""
+
+    def __init__(self):
+        self.start, self.seen, self.seconds = None, 0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == WARMUP_STEPS:
+            self.start, self.seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.seen += len(batch["labels"])
+            self.seconds = time.perf_counter() - self.start
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            Path(os.environ["SENTIMENT_FIT_TIMER"]).write_text(json.dumps({"seen": self.seen, "seconds": self.seconds}))
+
+
+def _fit_throughput(data_dir: Path, root: Path, steps: int, extra: list[str], env: dict, processes: int) -> float:
+    """Reviews per second of `sentiment fit`'s training steps after the warm-up, all processes together."""
+    timing = root / "timing.json"
     cmd = [sys.executable, "-m", "sentiment", "fit", "--config", str(ROOT / "configs" / "imdb.yaml"),
            "--data.data_dir", str(data_dir), "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
            "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
            "--trainer.logger", "false", "--trainer.default_root_dir", str(root), "--checkpoint.monitor", "null",
-           "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false", *extra]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+           "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false",
+           "--trainer.callbacks+=benchmark.FitTimer", *extra]
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, **env, "PYTHONPATH": pythonpath, "SENTIMENT_FIT_TIMER": str(timing)})
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    measured = json.loads(timing.read_text())
+    return measured["seen"] * processes / measured["seconds"]
 
 
 def bench_cores(archive: Path, rows: list, steps: int) -> None:
-    """Training throughput of `sentiment fit` in each layout: the wall-time difference between a short and a
-    longer run cancels start-up and data loading."""
+    """Training throughput of `sentiment fit` in each layout, timed inside the run (after the warm-up steps);
+    the mean of two runs of each, taken in turns."""
     layouts = CORE_LAYOUTS if steps > 10 else CORE_LAYOUTS[-1:]
-    short = max(2, steps // 5)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         os.symlink(archive.resolve(), data_dir / ("aclImdb" if archive.is_dir() else "aclImdb_v1.tar.gz"))
-        results = []
-        for name, extra, env in layouts:
-            processes = 2 if "--trainer.strategy" in extra else 1
-            seconds = [_fit_seconds(data_dir, Path(tmp) / "runs", n, extra, env) for n in (short, steps)]
-            results.append((name, (steps - short) * 64 * processes / (seconds[1] - seconds[0])))
+        root = Path(tmp) / "runs"
+        root.mkdir()
+        rounds = 2 if steps > 10 else 1  # in turns, as in_turns does: a drifting machine slows every layout alike
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in layouts}
+        for _ in range(rounds):
+            for name, extra, env in layouts:
+                processes = 2 if "--trainer.strategy" in extra else 1
+                rates[name].append(_fit_throughput(data_dir, root, steps, extra, env, processes))
+        results = [(name, statistics.mean(r)) for name, r in rates.items()]
     best = max(r for _, r in results)
     for name, rate in results:
         rows.append((f"`sentiment fit`, {name}", f"{rate:,.0f} reviews/s", "fastest is the default",
@@ -468,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     if "serve" in sections:
         bench_serve(texts, rows, requests=200 if args.quick else 2000)
     if "cores" in sections:
-        bench_cores(args.archive, rows, steps=6 if args.quick else 120)
+        bench_cores(args.archive, rows, steps=WARMUP_STEPS + (4 if args.quick else 100))
     table = report(rows, args)
     print(table)
     if not args.quick and sections >= set(ALL_SECTIONS):  # the table is one run's, never a patchwork

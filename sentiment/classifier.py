@@ -112,7 +112,7 @@ class SentimentClassifier(L.LightningModule):
         probs = torch.sigmoid(logits.detach())
         n = labels.numel()
         if stage == "train":
-            self.train_acc(probs, labels)
+            self.train_acc.update(probs, labels)  # computed once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         else:
