@@ -370,10 +370,11 @@ class FitTimer(L.Callback):
     training steps after the warm-up on rank 0 and writes ``{"seen", "seconds"}`` to $SENTIMENT_FIT_TIMER."""
 
     def __init__(self):
-        self.start, self.seen, self.seconds = None, 0, 0.0
+        self.steps, self.start, self.seen, self.seconds = 0, None, 0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == WARMUP_STEPS:
+        self.steps += 1  # counted across epochs: a small corpus has fewer batches per epoch than the warm-up
+        if self.steps == WARMUP_STEPS + 1:
             self.start, self.seen = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -382,6 +383,8 @@ class FitTimer(L.Callback):
             self.seconds = time.perf_counter() - self.start
 
     def on_train_end(self, trainer, pl_module):
+        if not self.seen:
+            raise RuntimeError(f"FitTimer: the fit ended within its {WARMUP_STEPS} warm-up steps")
         if trainer.global_rank == 0:
             Path(os.environ["SENTIMENT_FIT_TIMER"]).write_text(json.dumps({"seen": self.seen, "seconds": self.seconds}))
 
