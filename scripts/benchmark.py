@@ -342,7 +342,8 @@ def bench_predict(texts: list[str], labels, rows: list) -> None:
                 n_rows = sum(1 for _ in csv.reader(f)) - 1
             assert n_rows == len(texts), (n_rows, len(texts))
             rows.append((f"`sentiment predict`, {name}, {len(texts):,} raw reviews -> CSV (the command in "
-                         f"process after its imports, {PRECISION})", f"{len(texts) / elapsed:,.0f} reviews/s", ">= 5,000/s", f"{elapsed:.1f} s"))
+                         f"process after its imports, {PRECISION})", f"{len(texts) / elapsed:,.0f} reviews/s",
+                         ">= 5,000/s", f"{elapsed:.1f} s"))
             if settings is DEFAULT_MODEL:
                 loaded = SentimentClassifier.load_from_checkpoint(ckpt)
     loaded.predict(texts[0])
