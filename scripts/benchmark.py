@@ -116,7 +116,17 @@ def bench_tokenize(texts: list[str], rows: list, repeat: int) -> None:
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
 
 
-class PlainLoop:
+class _Timed:
+    """What a runner has timed so far: reviews trained on and seconds taken."""
+
+    seen, seconds = 0, 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.seen / self.seconds
+
+
+class PlainLoop(_Timed):
     """A hand-written training loop, run a few steps at a time so that loops can be timed in turns.
 
     ``adam``: plain Adam, as the original project trained; otherwise fused AdamW, as SentimentClassifier does.
@@ -131,7 +141,6 @@ class PlainLoop:
             self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
         else:
             self.optimizer = torch.optim.AdamW(net.parameters(), lr=lr, fused=True)
-        self.seen, self.seconds = 0, 0.0
 
     def run(self, steps: int, timed: bool = True) -> None:
         start, seen = time.perf_counter(), 0
@@ -149,10 +158,6 @@ class PlainLoop:
             seen += len(batch["labels"])
         if timed:
             self.seen, self.seconds = self.seen + seen, self.seconds + time.perf_counter() - start
-
-    @property
-    def throughput(self) -> float:
-        return self.seen / self.seconds
 
 
 WARMUP_STEPS = 5
@@ -254,25 +259,47 @@ class _FixedData(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.data, batch_size=64, shuffle=True, collate_fn=_as_batch)
 
 
-class _TrainerRunner:
+class FitTimer(L.Callback):
+    """Times the training steps of a fit after its first ``warmup`` steps (counted across epochs: a small
+    corpus has fewer batches per epoch). ``bench_cores`` loads it into `sentiment fit`
+    (``--trainer.callbacks+=benchmark.FitTimer``); there rank 0 writes ``{"seen", "seconds"}`` to
+    $SENTIMENT_FIT_TIMER."""
+
+    def __init__(self, warmup: int = WARMUP_STEPS):
+        self.warmup, self.steps, self.start, self.seen, self.seconds = warmup, 0, None, 0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps += 1
+        if self.steps == self.warmup + 1:
+            self.start, self.seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.seen += len(batch["labels"])
+            self.seconds = time.perf_counter() - self.start
+
+    def on_train_end(self, trainer, pl_module):
+        if not self.seen:
+            raise RuntimeError(f"FitTimer: the fit ended within its {self.warmup} warm-up steps")
+        if trainer.global_rank == 0 and "SENTIMENT_FIT_TIMER" in os.environ:
+            Path(os.environ["SENTIMENT_FIT_TIMER"]).write_text(json.dumps({"seen": self.seen, "seconds": self.seconds}))
+
+
+class _TrainerRunner(_Timed):
     """``Trainer.fit`` on the same model for ``steps`` steps at a time (each fit's first step untimed)."""
 
     def __init__(self, model: SentimentClassifier, data) -> None:
-        self.model, self.data, self.seen, self.seconds = model, data, 0, 0.0
+        self.model, self.data = model, data
 
     def run(self, steps: int, timed: bool = True) -> None:
-        timer = _StepTimer()
+        timer = FitTimer(warmup=1)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = L.Trainer(accelerator="cpu", precision=PRECISION, max_steps=steps + 1, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                 limit_val_batches=0, default_root_dir=tmp, callbacks=[timer])
             trainer.fit(self.model, _FixedData(self.data))
         if timed:
-            self.seen, self.seconds = self.seen + timer.seen, self.seconds + timer.elapsed
-
-    @property
-    def throughput(self) -> float:
-        return self.seen / self.seconds
+            self.seen, self.seconds = self.seen + timer.seen, self.seconds + timer.seconds
 
 
 def bench_lightning(texts, labels, rows: list, steps: int) -> None:
@@ -285,22 +312,6 @@ def bench_lightning(texts, labels, rows: list, steps: int) -> None:
     rows.append(("training throughput, `Trainer` + SentimentClassifier", f"{lightning.throughput:,.0f} reviews/s",
                  "<= 5% slower", f"{100 * (plain.throughput / lightning.throughput - 1):+.1f}% vs plain loop "
                  f"({plain.throughput:,.0f} reviews/s)"))
-
-
-class _StepTimer(L.Callback):
-    """Times the training steps of one fit after its first (which sets the fit up)."""
-
-    def __init__(self):
-        self.start, self.seen, self.elapsed = None, 0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 1:
-            self.start, self.seen = time.perf_counter(), 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.seen += len(batch["labels"])
-            self.elapsed = time.perf_counter() - self.start
 
 
 # --- 4. predictions -------------------------------------------------------------------------------------
@@ -364,30 +375,6 @@ CORE_LAYOUTS = [
     ("1 process x 1 thread", [], {"OMP_NUM_THREADS": "1"}),
     ("DDP, 2 processes x 1 thread (gloo)", ["--trainer.strategy", "ddp", "--trainer.devices", "2"], {"OMP_NUM_THREADS": "1"}),
 ]
-
-
-class FitTimer(L.Callback):
-    """Loaded into `sentiment fit` by ``bench_cores`` (``--trainer.callbacks+=benchmark.FitTimer``): times the
-    training steps after the warm-up on rank 0 and writes ``{"seen", "seconds"}`` to $SENTIMENT_FIT_TIMER."""
-
-    def __init__(self):
-        self.steps, self.start, self.seen, self.seconds = 0, None, 0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.steps += 1  # counted across epochs: a small corpus has fewer batches per epoch than the warm-up
-        if self.steps == WARMUP_STEPS + 1:
-            self.start, self.seen = time.perf_counter(), 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.seen += len(batch["labels"])
-            self.seconds = time.perf_counter() - self.start
-
-    def on_train_end(self, trainer, pl_module):
-        if not self.seen:
-            raise RuntimeError(f"FitTimer: the fit ended within its {WARMUP_STEPS} warm-up steps")
-        if trainer.global_rank == 0:
-            Path(os.environ["SENTIMENT_FIT_TIMER"]).write_text(json.dumps({"seen": self.seen, "seconds": self.seconds}))
 
 
 def _fit_throughput(data_dir: Path, root: Path, steps: int, extra: list[str], env: dict, processes: int) -> float:
