@@ -38,9 +38,9 @@ class AutoSave(Checkpoint):
     ``last.ckpt`` is written beside ``best.ckpt`` every ``minutes`` of training (or every ``every_n_steps``
     optimizer steps), at the end of each epoch and at the end of training. As a ``Checkpoint``, Lightning
     runs it after ``ModelCheckpoint``, so the saved state knows the epoch's best score. The first Ctrl-C
-    (SIGINT) finishes the current step, saves ``last.ckpt`` and stops; a second one stops at once. ``sentiment fit ... --ckpt_path last``
-    continues from there with the same batches and, on one process, the same random numbers: it ends with
-    the weights and metrics of a run that was never stopped.
+    (SIGINT) finishes the current step, saves ``last.ckpt`` and stops; a second one stops at once.
+    ``sentiment fit ... --ckpt_path last`` continues from there with the same batches and, on one process,
+    the same random numbers: it ends with the weights and metrics of a run that was never stopped.
 
     Args:
         minutes: save ``last.ckpt`` at least this often while training (0: only at the end of an epoch).

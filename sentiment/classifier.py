@@ -273,7 +273,6 @@ class SentimentClassifier(L.LightningModule):
         finally:
             self.train(was_training)
 
-
     @torch.no_grad()
     def explain(self, text: str) -> dict[str, Any]:
         """Classify one review and say how much each word it read weighed.

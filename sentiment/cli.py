@@ -188,7 +188,6 @@ class SentimentCLI(LightningCLI):
             check_writable(Path(trainer.default_root_dir or os.getcwd()), "logs and checkpoints")
             check_writable(Path(config.data.data_dir), "the data cache")
 
-
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
