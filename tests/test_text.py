@@ -123,3 +123,12 @@ def test_text_encoder_batches_and_round_trips_through_a_plain_dict():
     assert lengths.tolist() == [2, 0, 4]
     restored = TextEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
     assert restored == encoder
+
+
+def test_text_encoder_packs_its_tokens_into_one_string_and_reads_the_list_form_too():
+    encoder = TextEncoder(Vocab.build({"good": 2, "film": 2}), max_length=4, truncation="head")
+    saved = encoder.to_dict()
+    assert saved["tokens"] == "<pad>\n<unk>\nfilm\ngood"  # fast to unpickle: checkpoints load quickly
+    assert TextEncoder.from_dict({**saved, "tokens": ["<pad>", "<unk>", "film", "good"]}) == encoder
+    odd = TextEncoder(Vocab(["<pad>", "<unk>", "two\nlines"]), max_length=4)  # built by hand, not by the tokenizer
+    assert TextEncoder.from_dict(odd.to_dict()) == odd
