@@ -30,6 +30,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,11 +47,18 @@ DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "cores", "serve")
 
-# The default recipe's model (configs/imdb.yaml).
-DEFAULT_MODEL = dict(embed_dim=128, hidden_dim=128, cell="lstm", bidirectional=True, pooling="attention", dropout=0.3,
-                     embed_dropout=0.25, word_dropout=0.2)
-# configs/imdb_fast.yaml: the same, reading one way
-FAST_MODEL = {**DEFAULT_MODEL, "bidirectional": False}
+NETWORK_KEYS = ("embed_dim", "hidden_dim", "cell", "num_layers", "bidirectional", "pooling", "dropout", "embed_dropout",
+                "word_dropout")
+
+
+def config_model(name: str) -> dict:
+    """The network settings of ``configs/<name>``, so the rows time the model the config trains."""
+    model = yaml.safe_load((ROOT / "configs" / name).read_text())["model"]
+    return {key: model[key] for key in NETWORK_KEYS}
+
+
+DEFAULT_MODEL = config_model("imdb.yaml")
+FAST_MODEL = config_model("imdb_fast.yaml")
 
 
 def machine() -> str:
