@@ -252,6 +252,12 @@ class SentimentClassifier(L.LightningModule):
                             "or train it with a SentimentDataModule")
         return self.text_encoder
 
+    def on_predict_start(self) -> None:
+        self.net.keep_inference_casts()  # the weights stay fixed while predicting
+
+    def on_predict_end(self) -> None:
+        self.net.keep_inference_casts(False)
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if "input_ids" in batch:
             scores = self._scores(batch["input_ids"], batch["lengths"])

@@ -31,9 +31,11 @@ class AdditivePooling(nn.Module):
         self.score = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.score(torch.tanh(self.proj(states))).squeeze(-1)  # B x T
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-        return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights
+        """``states``: T x B x D (time-major), ``mask``: T x B. Returns the pooled B x D and the weights T x B."""
+        scores = self.score(torch.tanh(self.proj(states))).squeeze(-1)  # T x B
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=0)
+        # a weighted sum over time, elementwise: torch.bmm would copy the time-major states to batch-major
+        return (weights.unsqueeze(-1).to(states.dtype) * states).sum(0), weights
 
 
 class FastDropout(nn.Dropout):
@@ -51,19 +53,29 @@ class FastDropout(nn.Dropout):
         return x * keep * (1 / (1 - self.p))
 
 
-def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence of ``x`` (B x T, or B x T x D) within its real length; padding stays put."""
-    steps = torch.arange(x.size(1), device=x.device)[None, :]
-    idx = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
+    """Reverse each sequence of ``x`` within its real length; padding stays put.
+
+    ``x``: B x T or B x T x D (``time_dim`` 1), or T x B x D (``time_dim`` 0).
+    """
+    steps = torch.arange(x.size(time_dim), device=x.device)
+    if time_dim == 0:
+        idx = torch.where(steps[:, None] < lengths[None, :], lengths[None, :] - 1 - steps[:, None], steps[:, None])
+    else:
+        idx = torch.where(steps[None, :] < lengths[:, None], lengths[:, None] - 1 - steps[None, :], steps[None, :])
     if x.dim() == 2:
-        return x.gather(1, idx)
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(2)))
+        return x.gather(time_dim, idx)
+    return x.gather(time_dim, idx.unsqueeze(-1).expand(-1, -1, x.size(2)))
 
 
 class RecurrentEncoder(nn.Module):
-    """Stacked LSTM/GRU layers over right-padded sequences; bidirectional layers read each review both ways.
+    """Stacked LSTM/GRU layers over right-padded, time-major sequences; bidirectional layers read each review
+    both ways.
 
-    Returns every step's state (B x T x H*directions; padded steps hold values that must be masked) and
+    Time-major (T x B x D) because that is the recurrence's own layout: batch-first tensors would be
+    transposed on the way in and out of every layer, a sixth of the inference time.
+
+    Returns every step's state (T x B x H*directions; padded steps hold values that must be masked) and
     the summary state of each review: forward state at its last real token, backward state at its first.
     """
 
@@ -73,7 +85,7 @@ class RecurrentEncoder(nn.Module):
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
-            nn.ModuleList(rnn(input_dim if i == 0 else hidden_dim * directions, hidden_dim, batch_first=True)
+            nn.ModuleList(rnn(input_dim if i == 0 else hidden_dim * directions, hidden_dim)
                           for _ in range(directions))
             for i in range(num_layers))
         self.dropout = nn.Dropout(dropout)
@@ -81,20 +93,22 @@ class RecurrentEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor,
                 x_reversed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x_reversed``: the input already reversed within lengths, if the caller has it cheaper."""
+        """``x``: T x B x D. ``x_reversed``: the input already reversed within lengths, if the caller has it
+        cheaper."""
         for i, layer in enumerate(self.layers):
             if i:
                 x = self.dropout(x)
             outs = [layer[0](x)[0]]
             if len(layer) == 2:
-                backward_input = x_reversed if i == 0 and x_reversed is not None else reverse_within_lengths(x, lengths)
-                outs.append(reverse_within_lengths(layer[1](backward_input)[0], lengths))
+                backward_input = x_reversed if i == 0 and x_reversed is not None else reverse_within_lengths(
+                    x, lengths, time_dim=0)
+                outs.append(reverse_within_lengths(layer[1](backward_input)[0], lengths, time_dim=0))
             x = torch.cat(outs, dim=2) if len(outs) == 2 else outs[0]
-        batch = torch.arange(x.size(0), device=x.device)
+        batch = torch.arange(x.size(1), device=x.device)
         hidden = x.size(2) // len(self.layers[-1])
-        summary = x[batch, lengths - 1, :hidden]
+        summary = x[lengths - 1, batch, :hidden]
         if len(self.layers[-1]) == 2:
-            summary = torch.cat([summary, x[:, 0, hidden:]], dim=1)
+            summary = torch.cat([summary, x[0, :, hidden:]], dim=1)
         return x, summary
 
 
@@ -173,6 +187,28 @@ class SentimentNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         features = state_dim * (2 if pooling == "mean_max" else 1) + (ngram_dim if self.bag is not None else 0)
         self.head = nn.Linear(features, 1)
+        self.keep_inference_casts(False)
+
+    def keep_inference_casts(self, keep: bool = True) -> None:
+        """While kept, lookups under autocast without gradients read a copy of the embedding table in the
+        autocast type. The recurrence casts the embeddings to that type anyway: the same numbers, with half the
+        bytes moved. The weights must not change meanwhile; ``train()`` drops the copies. `sentiment predict`
+        keeps them for its run."""
+        self._casts: dict[torch.dtype, torch.Tensor] | None = {} if keep else None
+
+    def train(self, mode: bool = True) -> SentimentNet:
+        if mode:
+            self.keep_inference_casts(False)  # the weights are about to change
+        return super().train(mode)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        device = self.embedding.weight.device.type
+        if self._casts is None or torch.is_grad_enabled() or not torch.is_autocast_enabled(device):
+            return self.embedding(ids)
+        dtype = torch.get_autocast_dtype(device)
+        if dtype not in self._casts:
+            self._casts[dtype] = self.embedding.weight.detach().to(dtype)
+        return F.embedding(ids, self._casts[dtype], self.embedding.padding_idx)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
                 return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
@@ -189,16 +225,18 @@ class SentimentNet(nn.Module):
         if self.bidirectional and not (self.training and self.embed_dropout.p > 0):
             # no dropout noise to share between the directions: reversing the ids, then looking them up, gives
             # the same numbers as reversing the embeddings, and moves a hundredth of the bytes
-            x_reversed = self.embedding(reverse_within_lengths(input_ids, lengths))
-        states, summary = self.encoder(self.embed_dropout(self.embedding(input_ids)), lengths, x_reversed)
+            x_reversed = self._embed(reverse_within_lengths(input_ids, lengths).t())
+        # looked up time-major (T x B x E), the recurrence's own layout
+        states, summary = self.encoder(self.embed_dropout(self._embed(input_ids.t())), lengths, x_reversed)
         weights = None
-        mask = torch.arange(states.size(1), device=states.device)[None, :] < lengths[:, None]
+        mask = torch.arange(input_ids.size(1), device=states.device)[None, :] < lengths[:, None]  # B x T
         if self.pooling == "last":
             pooled = summary
         elif self.pooling == "attention":
-            pooled, weights = self.attention(states, mask)
+            pooled, weights = self.attention(states, mask.t())
+            weights = weights.t()
         else:
-            pooled = _masked_pool(states, mask, self.pooling)
+            pooled = _masked_pool(states, mask.t(), self.pooling)
         if self.bag is not None:
             pooled = torch.cat([pooled, self.bag(input_ids, mask)], dim=1)
         with torch.autocast(pooled.device.type, enabled=False):  # under bfloat16 autocast too: full digits
@@ -207,12 +245,13 @@ class SentimentNet(nn.Module):
 
 
 def _masked_pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Mean and/or max over the real steps of time-major ``states`` (T x B x D; ``mask``: T x B)."""
     m = mask.unsqueeze(-1)
     parts = []
     if pooling in ("mean", "mean_max"):
-        parts.append((states * m).sum(1) / m.sum(1).clamp(min=1))
+        parts.append((states * m).sum(0) / m.sum(0).clamp(min=1))
     if pooling in ("max", "mean_max"):
-        parts.append(states.masked_fill(~m, float("-inf")).max(1).values)
+        parts.append(states.masked_fill(~m, float("-inf")).max(0).values)
     return torch.cat(parts, dim=1)
 
 

@@ -155,10 +155,57 @@ def test_reversing_ids_gives_the_backward_direction_the_same_input_as_reversing_
     ids = torch.randint(2, 40, (4, 15))
     lengths = torch.tensor([15, 9, 1, 4])
     ids[1, 9:] = ids[2, 1:] = ids[3, 4:] = 0
-    embedded = net.embedding(ids)
+    embedded = net.embedding(ids.t())  # the encoder runs time-major
     slow, _ = net.encoder(embedded, lengths)
-    fast, _ = net.encoder(embedded, lengths, net.embedding(reverse_within_lengths(ids, lengths)))
+    fast, _ = net.encoder(embedded, lengths, net.embedding(reverse_within_lengths(ids, lengths).t()))
     assert torch.equal(fast, slow)
+
+
+def test_kept_inference_casts_give_the_same_logits_and_end_with_training():
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=40, embed_dim=8, hidden_dim=6, bidirectional=True, pooling="attention").eval()
+    ids = torch.randint(2, 40, (3, 10))
+    lengths = torch.tensor([10, 4, 7])
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return net(ids, lengths)
+
+    plain = logits()
+    net.keep_inference_casts()
+    torch.testing.assert_close(logits(), plain, rtol=0, atol=0)  # a bfloat16 table: the same numbers
+    assert net._casts and torch.bfloat16 in net._casts
+    net.train()  # an optimizer may now change the weights in place, unseen (fused AdamW bumps no version)
+    assert net._casts is None
+    with torch.no_grad():
+        net.embedding.weight[ids[0, 0]] += 1.0
+    net.eval()
+    assert not torch.equal(logits()[0], plain[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_encoder_matches_a_packed_bidirectional_rnn(cell):
+    # padded sequences, each read within its own length: the same numbers as PyTorch's packed sequences
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=40, embed_dim=8, hidden_dim=6, cell=cell, bidirectional=True).eval()
+    ids = torch.randint(2, 40, (4, 15))
+    lengths = torch.tensor([15, 9, 1, 4])
+    rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(8, 6, batch_first=True, bidirectional=True)
+    forward, backward = net.encoder.layers[0]
+    for name, value in forward.named_parameters():
+        setattr(rnn, name, value)
+    for name, value in backward.named_parameters():
+        setattr(rnn, name + "_reverse", value)
+    embedded = net.embedding(ids)
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        out, final = rnn(packed)
+        expected, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=15)
+        h = final[0] if cell == "lstm" else final
+        states, summary = net.encoder(embedded.transpose(0, 1), lengths)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(states[:n, b], expected[b, :n])
+    torch.testing.assert_close(summary, torch.cat([h[0], h[1]], dim=1))
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
