@@ -149,6 +149,17 @@ def test_fast_dropout_drops_the_share_asked_and_keeps_the_mean(p):
     assert FastDropout(1.0).train()(x).abs().sum() == 0
 
 
+@pytest.mark.parametrize("shape, time_dim", [((4, 9), 1), ((4, 9, 3), 1), ((9, 4, 3), 0)])
+def test_reverse_within_lengths_flips_each_review_and_leaves_padding(shape, time_dim):
+    x = torch.randn(shape)
+    lengths = torch.tensor([9, 4, 1, 6])
+    out = reverse_within_lengths(x, lengths, time_dim)
+    for b, n in enumerate(lengths.tolist()):
+        review, result = (x[b], out[b]) if time_dim == 1 else (x[:, b], out[:, b])
+        assert torch.equal(result[:n], review[:n].flip(0))
+        assert torch.equal(result[n:], review[n:])
+
+
 def test_reversing_ids_gives_the_backward_direction_the_same_input_as_reversing_embeddings():
     torch.manual_seed(0)
     net = SentimentNet(vocab_size=40, embed_dim=8, hidden_dim=6, bidirectional=True, pooling="attention").eval()
