@@ -220,17 +220,34 @@ class SentimentNet(nn.Module):
         With ``return_attention``, also the attention weights (B x T; None unless pooling is attention).
         An empty review (length 0) is read as a single padding token.
         """
+        input_ids, lengths = self.prepare(input_ids, lengths)
+        x, x_reversed = self.embed(input_ids, lengths)
+        return self.read(x, input_ids, lengths, x_reversed, return_attention)
+
+    def prepare(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lengths clamped to [1, T]; while training, word dropout applied."""
         lengths = lengths.clamp(min=1, max=input_ids.size(1)).to(input_ids.device)
         if self.training and self.word_dropout > 0:
             dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
             input_ids = input_ids.masked_fill(dropped & (input_ids != self.embedding.padding_idx), self.unk_id)
+        return input_ids, lengths
+
+    def embed(self, input_ids: torch.Tensor, lengths: torch.Tensor,
+              reversed_too: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embeddings, time-major (T x B x E, the recurrence's own layout), after embedding dropout; and,
+        when ``reversed_too`` and it is cheaper, the same reversed within lengths for the backward direction."""
         x_reversed = None
-        if self.bidirectional and not (self.training and self.embed_dropout.p > 0):
+        if reversed_too and self.bidirectional and not (self.training and self.embed_dropout.p > 0):
             # no dropout noise to share between the directions: reversing the ids, then looking them up, gives
             # the same numbers as reversing the embeddings, and moves a hundredth of the bytes
             x_reversed = self._embed(reverse_within_lengths(input_ids, lengths).t())
-        # looked up time-major (T x B x E), the recurrence's own layout
-        states, summary = self.encoder(self.embed_dropout(self._embed(input_ids.t())), lengths, x_reversed)
+        return self.embed_dropout(self._embed(input_ids.t())), x_reversed
+
+    def read(self, x: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
+             x_reversed: torch.Tensor | None = None,
+             return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits from embeddings ``x`` (T x B x E): recurrence, pooling, dropout, output layer."""
+        states, summary = self.encoder(x, lengths, x_reversed)
         weights = None
         mask = torch.arange(input_ids.size(1), device=states.device)[None, :] < lengths[:, None]  # B x T
         if self.pooling == "last":
@@ -264,3 +281,23 @@ def binary_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: flo
     if label_smoothing:
         target = target * (1 - label_smoothing) + 0.5 * label_smoothing
     return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                       epsilon: float, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For adversarial training: the loss, the loss under the worst small shift of each review's embeddings
+    (a step of L2 norm ``epsilon`` along the loss gradient; Miyato et al., 2017, "Adversarial Training Methods
+    for Semi-Supervised Text Classification"), and the clean logits. Train on the sum of the two losses.
+
+    The same word and embedding dropout noise serves both passes; the extra gradient and pass make a step
+    about twice as long.
+    """
+    input_ids, lengths = net.prepare(input_ids, lengths)
+    x, _ = net.embed(input_ids, lengths, reversed_too=False)  # one tensor, so the shift reaches both directions
+    logits = net.read(x, input_ids, lengths)
+    loss = binary_loss(logits, labels, label_smoothing)
+    (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
+    grad = grad.float()
+    shift = epsilon * grad / grad.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
+    adversarial_loss = binary_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels, label_smoothing)
+    return loss, adversarial_loss, logits

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sentiment.classifier import SentimentClassifier
-from sentiment.model import CELLS, POOLINGS, FastDropout, SentimentNet, reverse_within_lengths
+from sentiment.model import CELLS, POOLINGS, FastDropout, SentimentNet, adversarial_losses, reverse_within_lengths
 from sentiment.text import TextEncoder, Vocab
 
 
@@ -79,6 +79,45 @@ def test_a_few_batches_can_be_overfit():
     model.eval()
     correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
     assert correct == 64
+
+
+def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_learns():
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, bidirectional=True, pooling="attention",
+                                dropout=0.0)
+    batch = _toy_batches(1)[0]
+    clean = torch.nn.functional.binary_cross_entropy_with_logits(model(batch["input_ids"], batch["lengths"]),
+                                                                 batch["labels"].float())
+    loss, adversarial_loss, _ = adversarial_losses(model.net, batch["input_ids"], batch["lengths"], batch["labels"],
+                                                   1.0)
+    torch.testing.assert_close(loss, clean)
+    assert adversarial_loss.item() > clean.item()  # the shift along the gradient raises the loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batches = _toy_batches()
+    for _ in range(20):
+        for b in batches:
+            optimizer.zero_grad()
+            sum(adversarial_losses(model.net, b["input_ids"], b["lengths"], b["labels"], 1.0)[:2]).backward()
+            optimizer.step()
+    model.eval()
+    correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
+    assert correct == 64
+
+
+def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
+    import lightning as L
+
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
+                                adversarial=1.0)
+    loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path, gradient_clip_val=1.0)
+    before = model.net.embedding.weight.detach().clone()
+    trainer.fit(model, loader)
+    assert {"train/loss", "train/adversarial_loss"} <= set(trainer.callback_metrics)
+    assert trainer.callback_metrics["train/adversarial_loss"] > 0
+    assert not torch.equal(model.net.embedding.weight, before)
 
 
 def test_predict_api_returns_labels_and_scores_in_input_order():
