@@ -12,7 +12,7 @@ def test_benchmark_quick_pass_runs_every_section(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--archive", str(archive),
                           "--output", str(tmp_path / "B.md")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    for row in ("tokenize + vocabulary + encode", "training throughput, default model",
+    for row in ("tokenize + vocabulary + encode", "training throughput, default recipe",
                 "`Trainer` + SentimentClassifier", "`sentiment predict`", "`SentimentClassifier.predict`",
                 "DDP, 2 processes"):
         assert row in out.stdout, row
