@@ -99,7 +99,7 @@ class SentimentClassifier(L.LightningModule):
                                     "recall": BinaryRecall(), "auroc": BinaryAUROC()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.train_acc = BinaryAccuracy(validate_args=False)  # our own probabilities and 0/1 labels: half the cost
+        self.train_acc = BinaryAccuracy(validate_args=False)  # our own decisions and 0/1 labels: half the cost
         self.val_confusion = BinaryConfusionMatrix()
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -121,11 +121,12 @@ class SentimentClassifier(L.LightningModule):
         else:
             logits = self.net(batch["input_ids"], batch["lengths"])
             loss = binary_loss(logits, labels, smoothing)
-        probs = torch.sigmoid(logits.detach())
         if stage == "train":
-            self.train_acc.update(probs, labels)  # logged once, at the epoch end
+            # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
+            self.train_acc.update((logits.detach() > 0).int(), labels)  # logged once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
             return loss if objective is None else objective
+        probs = torch.sigmoid(logits.detach())
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(probs, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
