@@ -289,15 +289,20 @@ def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torc
     (a step of L2 norm ``epsilon`` along the loss gradient; Miyato et al., 2017, "Adversarial Training Methods
     for Semi-Supervised Text Classification"), and the clean logits. Train on the sum of the two losses.
 
-    The same word and embedding dropout noise serves both passes; the extra gradient and pass make a step
-    about twice as long.
+    The same word and embedding dropout noise serves both passes. The clean loss's parameter gradients are
+    taken in the same backward pass as the embeddings' gradient, and the returned loss hands them on to
+    ``backward()`` without a second pass through the recurrence: a step costs two forward and two backward
+    passes.
     """
     input_ids, lengths = net.prepare(input_ids, lengths)
     x, _ = net.embed(input_ids, lengths, reversed_too=False)  # one tensor, so the shift reaches both directions
     logits = net.read(x, input_ids, lengths)
     loss = binary_loss(logits, labels, label_smoothing)
-    (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
+    params = [p for p in net.parameters() if p.requires_grad]
+    grad, *param_grads = torch.autograd.grad(loss, [x, *params], retain_graph=True, allow_unused=True)
     grad = grad.float()
     shift = epsilon * grad / grad.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
     adversarial_loss = binary_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels, label_smoothing)
-    return loss, adversarial_loss, logits
+    # the loss's value, with the gradients already taken: d/dp sum(p * g) = g
+    carried = sum((p * g).sum() for p, g in zip(params, param_grads) if g is not None)
+    return loss.detach() + carried - carried.detach(), adversarial_loss, logits

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from sentiment.classifier import SentimentClassifier
-from sentiment.model import CELLS, POOLINGS, FastDropout, SentimentNet, adversarial_losses, reverse_within_lengths
+from sentiment.model import (
+    CELLS,
+    POOLINGS,
+    FastDropout,
+    SentimentNet,
+    adversarial_losses,
+    binary_loss,
+    reverse_within_lengths,
+)
 from sentiment.text import TextEncoder, Vocab
 
 
@@ -102,6 +110,37 @@ def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_lear
     model.eval()
     correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
     assert correct == 64
+
+
+def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly():
+    # the clean loss's gradients ride along a cheap term; they must equal a plain backward through both passes
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=60, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
+                       embed_dropout=0.2, word_dropout=0.1).train()
+    ids = torch.randint(2, 60, (6, 12))
+    lengths = torch.tensor([12, 5, 3, 9, 12, 1])
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+
+    def plain():
+        input_ids, n = net.prepare(ids, lengths)
+        x, _ = net.embed(input_ids, n, reversed_too=False)
+        loss = binary_loss(net.read(x, input_ids, n), labels)
+        (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+        shift = 2.0 * g / g.pow(2).sum(dim=(0, 2), keepdim=True).sqrt()
+        return loss, binary_loss(net.read(x + shift, input_ids, n), labels)
+
+    results = []
+    for losses in (plain, lambda: adversarial_losses(net, ids, lengths, labels, 2.0)[:2]):
+        net.zero_grad()
+        torch.manual_seed(1)  # the same dropout noise for both
+        loss, shifted = losses()
+        (loss + shifted).backward()
+        results.append((loss.detach(), shifted.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, shifted_a, grads_a), (loss_b, shifted_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a)
+    torch.testing.assert_close(shifted_b, shifted_a)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a)
 
 
 def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
