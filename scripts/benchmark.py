@@ -60,8 +60,9 @@ def network(model: dict) -> dict:
     return {key: model[key] for key in NETWORK_KEYS}
 
 
-DEFAULT_MODEL = network(config_model("imdb.yaml"))
-DEFAULT_ADVERSARIAL = config_model("imdb.yaml").get("adversarial", 0.0)  # the recipe's training step
+DEFAULT_RECIPE = config_model("imdb.yaml")
+DEFAULT_MODEL = network(DEFAULT_RECIPE)
+DEFAULT_ADVERSARIAL = DEFAULT_RECIPE.get("adversarial", 0.0)  # the recipe's training step
 FAST_MODEL = network(config_model("imdb_fast.yaml"))
 
 
@@ -167,10 +168,8 @@ class PlainLoop(_Timed):
                     loss, adversarial_loss, _ = adversarial_losses(self.net, batch["input_ids"], batch["lengths"],
                                                                    batch["labels"], self.adversarial)
                     loss = loss + adversarial_loss
-                else:
-                    logits = self.net(batch["input_ids"], batch["lengths"])
-            if not self.adversarial:
-                loss = binary_loss(logits.float(), batch["labels"])
+                else:  # the loss in float32 under autocast too, as in SentimentClassifier
+                    loss = binary_loss(self.net(batch["input_ids"], batch["lengths"]).float(), batch["labels"])
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()

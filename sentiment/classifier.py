@@ -59,7 +59,7 @@ class SentimentClassifier(L.LightningModule):
         warmup_ratio: share of the training steps spent warming up (``onecycle`` and ``cosine``).
         label_smoothing: pull the training targets this far towards 0.5.
         adversarial: adversarial training: the norm of the shift of each review's embeddings along the loss
-            gradient, trained on beside the clean input (0: off; about 2.5x the training time).
+            gradient, trained on beside the clean input (0: off; about twice the training time).
     """
 
     def __init__(
@@ -112,20 +112,19 @@ class SentimentClassifier(L.LightningModule):
         labels = batch["labels"]
         n = labels.numel()
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        objective = None  # what training minimizes, when it is more than the loss
         if stage == "train" and self.hparams.adversarial > 0:
             loss, adversarial_loss, logits = adversarial_losses(self.net, batch["input_ids"], batch["lengths"], labels,
                                                                 self.hparams.adversarial, smoothing)
-            objective = loss + adversarial_loss
+            objective = loss + adversarial_loss  # what training minimizes; train/loss stays the clean loss
             self.log("train/adversarial_loss", adversarial_loss, batch_size=n)
         else:
             logits = self.net(batch["input_ids"], batch["lengths"])
-            loss = binary_loss(logits, labels, smoothing)
+            objective = loss = binary_loss(logits, labels, smoothing)
         if stage == "train":
             # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
             self.train_acc.update((logits.detach() > 0).int(), labels)  # logged once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
-            return loss if objective is None else objective
+            return objective
         probs = torch.sigmoid(logits.detach())
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(probs, labels)

@@ -71,22 +71,25 @@ def _toy_batches(n_batches=4, batch_size=16, seed=0):
     return batches
 
 
+def _correct_after_training(model, loss_of, epochs: int) -> int:
+    """Train ``model`` on the toy batches with Adam, minimizing ``loss_of(batch)``; then count the right answers."""
+    batches = _toy_batches()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for b in batches:
+            optimizer.zero_grad()
+            loss_of(b).backward()
+            optimizer.step()
+    model.eval()
+    return sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
+
+
 def test_a_few_batches_can_be_overfit():
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
                                 lr=0.01)
-    batches = _toy_batches()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        for b in batches:
-            optimizer.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b["input_ids"], b["lengths"]),
-                                                                        b["labels"].float())
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
-    assert correct == 64
+    assert _correct_after_training(model, lambda b: binary_loss(model(b["input_ids"], b["lengths"]), b["labels"]),
+                                   epochs=60) == 64
 
 
 def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_learns():
@@ -100,16 +103,9 @@ def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_lear
                                                    1.0)
     torch.testing.assert_close(loss, clean)
     assert adversarial_loss.item() > clean.item()  # the shift along the gradient raises the loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batches = _toy_batches()
-    for _ in range(20):
-        for b in batches:
-            optimizer.zero_grad()
-            sum(adversarial_losses(model.net, b["input_ids"], b["lengths"], b["labels"], 1.0)[:2]).backward()
-            optimizer.step()
-    model.eval()
-    correct = sum(((model(b["input_ids"], b["lengths"]) > 0).long() == b["labels"]).sum().item() for b in batches)
-    assert correct == 64
+    assert _correct_after_training(
+        model, lambda b: sum(adversarial_losses(model.net, b["input_ids"], b["lengths"], b["labels"], 1.0)[:2]),
+        epochs=20) == 64
 
 
 def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly():
