@@ -302,6 +302,24 @@ def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torc
     grad = grad.float()
     shift = epsilon * grad / grad.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
     adversarial_loss = binary_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels, label_smoothing)
-    # the loss's value, with the gradients already taken: d/dp sum(p * g) = g
-    carried = sum((p * g).sum() for p, g in zip(params, param_grads) if g is not None)
-    return loss.detach() + carried - carried.detach(), adversarial_loss, logits
+    taken = [(p, g) for p, g in zip(params, param_grads) if g is not None]
+    carried = _TakenGradients.apply([g for _, g in taken], *(p for p, _ in taken))
+    return loss.detach() + carried, adversarial_loss, logits
+
+
+class _TakenGradients(torch.autograd.Function):
+    """Zero in value; its backward hands each parameter the gradient given for it. Gradients already taken
+    with ``torch.autograd.grad`` join a later ``backward()`` this way, without another pass through their
+    graph (and without the two elementwise passes over every parameter that ``sum(p * g)`` would cost)."""
+
+    @staticmethod
+    def forward(ctx, grads: list[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads = grads
+        return params[0].new_zeros((), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, scale: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grads, ctx.grads = ctx.grads, None
+        if scale.item() != 1.0:  # a scaled loss (gradient accumulation): scale the gradients alike
+            grads = [g * scale for g in grads]
+        return (None, *grads)

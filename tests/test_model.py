@@ -108,7 +108,8 @@ def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_lear
         epochs=20) == 64
 
 
-def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly():
+@pytest.mark.parametrize("scale", [1.0, 0.25])  # 0.25: Lightning's gradient accumulation divides the loss
+def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly(scale):
     # the clean loss's gradients ride along a cheap term; they must equal a plain backward through both passes
     torch.manual_seed(0)
     net = SentimentNet(vocab_size=60, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
@@ -130,7 +131,7 @@ def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly()
         net.zero_grad()
         torch.manual_seed(1)  # the same dropout noise for both
         loss, shifted = losses()
-        (loss + shifted).backward()
+        (scale * (loss + shifted)).backward()
         results.append((loss.detach(), shifted.detach(), [p.grad.clone() for p in net.parameters()]))
     (loss_a, shifted_a, grads_a), (loss_b, shifted_b, grads_b) = results
     torch.testing.assert_close(loss_b, loss_a)
