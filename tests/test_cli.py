@@ -12,6 +12,7 @@ import yaml
 from conftest import run_cli, write_csv
 
 from sentiment.classifier import SentimentClassifier
+from sentiment.cli import cli_main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -133,6 +134,16 @@ def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         assert "--data.truncation" in out and "--model.pooling" in out and "head_tail" in out
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    # a command naming its subcommand builds only that parser; the top level must still offer all of them
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out.split("Available subcommands:", 1)[1]
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert f"    {subcommand} " in listed
 
 
 def test_data_module_and_model_work_in_a_plain_lightning_script(tmp_path, tiny_csv):
