@@ -275,7 +275,7 @@ class OriginalProcess(_Timed):
         self.child.wait(timeout=60)
 
 
-def serve_original_loop(data_file: Path) -> None:
+def original_loop_worker(data_file: Path) -> None:
     """The child side of ``OriginalProcess``: run the steps asked for on stdin, answer ``[seen, seconds]``."""
     loop = original_loop(data_file)
     for line in sys.stdin:
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--original-loop", type=Path, help=argparse.SUPPRESS)  # OriginalProcess's child
     args = parser.parse_args(argv)
     if args.original_loop:
-        return serve_original_loop(args.original_loop)  # before configure_cpu: the original ran without it
+        return original_loop_worker(args.original_loop)  # before configure_cpu: the original ran without it
     configure_cpu()  # as `sentiment` does; both sides of every comparison run in this process
     if not args.archive.exists():
         parser.error(f"{args.archive}: no such archive (pass --archive)")
