@@ -178,6 +178,14 @@ class PlainLoop(_Timed):
             self.seen, self.seconds = self.seen + seen, self.seconds + time.perf_counter() - start
 
 
+def default_loop(vocab_size: int, data: EncodedReviews, precision: str = PRECISION,
+                 adversarial: float = 0.0) -> PlainLoop:
+    """The default model (seeded weights) in a plain loop with the recipe's batch size and learning rate."""
+    torch.manual_seed(0)
+    return PlainLoop(SentimentNet(vocab_size, **DEFAULT_MODEL), data, 64, 4e-3, precision=precision,
+                     adversarial=adversarial)
+
+
 WARMUP_STEPS = 5
 
 
@@ -285,13 +293,10 @@ def original_loop_worker(data_file: Path) -> None:
 
 
 def bench_train(texts, labels, rows: list, steps: int) -> None:
-    torch.manual_seed(0)
     default_data, default_vocab = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
     ids, lengths, original_vocab = original_encode(texts)
-    recipe = PlainLoop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, 4e-3, precision=PRECISION,
-                       adversarial=DEFAULT_ADVERSARIAL)
-    torch.manual_seed(0)
-    ours = PlainLoop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, 4e-3, precision=PRECISION)
+    recipe = default_loop(default_vocab, default_data, adversarial=DEFAULT_ADVERSARIAL)
+    ours = default_loop(default_vocab, default_data)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "original.npz"
         np.savez(data_file, ids=ids, lengths=lengths, labels=labels, vocab_size=original_vocab)
@@ -299,8 +304,7 @@ def bench_train(texts, labels, rows: list, steps: int) -> None:
         as_it_ran = OriginalProcess(data_file)
         runners = [recipe, ours, seed, as_it_ran]
         if PRECISION != "32-true":
-            torch.manual_seed(0)
-            full = PlainLoop(SentimentNet(default_vocab, **DEFAULT_MODEL), default_data, 64, 4e-3)
+            full = default_loop(default_vocab, default_data, precision="32-true")
             runners.append(full)
         try:
             in_turns(runners, steps)
@@ -382,9 +386,7 @@ def bench_lightning(texts, labels, rows: list, steps: int) -> None:
     data, vocab_size = encode_for(texts, labels, min_freq=2, max_size=30000, max_length=128)
     pairs = []
     for adversarial in (DEFAULT_ADVERSARIAL, 0.0):
-        torch.manual_seed(0)
-        plain = PlainLoop(SentimentNet(vocab_size, **DEFAULT_MODEL), data, 64, 4e-3, precision=PRECISION,
-                          adversarial=adversarial)
+        plain = default_loop(vocab_size, data, adversarial=adversarial)
         torch.manual_seed(0)
         lightning = _TrainerRunner(SentimentClassifier(vocab_size=vocab_size, lr=4e-3, adversarial=adversarial,
                                                        **DEFAULT_MODEL), data)
