@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -32,9 +32,10 @@ from sentiment.io import atomic_write_text
 
 TOKENIZER_VERSION = 1  # bump when tokenization changes: it is part of every cache key and checkpoint
 Truncation = Literal["head", "tail", "head_tail"]
-TRUNCATIONS = ("head", "tail", "head_tail")
+TRUNCATIONS = get_args(Truncation)
 
 PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
 
 # --- the tokenizer -------------------------------------------------------------------------------------
 
@@ -97,18 +98,15 @@ def _tokenize_bytes(text: str, max_length: int | None = None, truncation: Trunca
 
 def _split_truncated(b: bytes, max_length: int, truncation: Truncation) -> list[bytes]:
     """``truncate(b.split(), max_length, truncation)``, splitting off only the tokens kept."""
-    if truncation == "head":
-        return b.split(None, max_length)[:max_length]
-    if truncation == "tail":
-        return b.rsplit(None, max_length)[-max_length:] if max_length else []
-    if truncation != "head_tail":
-        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
-    n_head = (max_length + 1) // 2
-    n_tail = max_length - n_head
+    n_head, n_tail = kept_ends(max_length, truncation)
+    if not n_tail:
+        return b.split(None, n_head)[:n_head]
+    if not n_head:
+        return b.rsplit(None, n_tail)[-n_tail:]
     parts = b.split(None, n_head)
     if len(parts) <= n_head:  # the whole review fits
         return parts
-    tail = parts[n_head].rsplit(None, n_tail) if n_tail else [parts[n_head]]
+    tail = parts[n_head].rsplit(None, n_tail)
     return parts[:n_head] + (tail if len(tail) <= n_tail else tail[1:])
 
 
@@ -124,22 +122,28 @@ def tokenize(text: str) -> list[str]:
 # --- truncation ----------------------------------------------------------------------------------------
 
 
+def kept_ends(max_length: int, mode: Truncation = "head_tail") -> tuple[int, int]:
+    """How many tokens a review longer than ``max_length`` keeps from its start and from its end."""
+    if mode == "head":
+        return max_length, 0
+    if mode == "tail":
+        return 0, max_length
+    if mode == "head_tail":
+        head = (max_length + 1) // 2
+        return head, max_length - head
+    raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {mode!r}")
+
+
 def truncate(tokens: Sequence, max_length: int, mode: Truncation = "head_tail") -> Sequence:
     """Cut a sequence to ``max_length`` items.
 
     ``head`` keeps the start, ``tail`` the end, ``head_tail`` the first half and the last half: reviews
     state their verdict at the start and at the end.
     """
+    n_head, n_tail = kept_ends(max_length, mode)
     if len(tokens) <= max_length:
         return tokens
-    if mode == "head":
-        return tokens[:max_length]
-    if mode == "tail":
-        return tokens[len(tokens) - max_length :]
-    if mode == "head_tail":
-        head = (max_length + 1) // 2
-        return tokens[:head] + tokens[len(tokens) - (max_length - head) :]
-    raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {mode!r}")
+    return tokens[:n_head] + tokens[len(tokens) - n_tail :] if n_tail else tokens[:n_head]
 
 
 # --- the vocabulary ------------------------------------------------------------------------------------
@@ -162,8 +166,8 @@ class Vocab:
             raise ValueError("a vocabulary may not list a token twice")
         self._bstoi: dict[bytes, int] | None = None
 
-    pad_id = 0
-    unk_id = 1
+    pad_id = PAD_ID
+    unk_id = UNK_ID
 
     @classmethod
     def build(cls, counts: Mapping[str, int], min_freq: int = 1, max_size: int | None = None) -> Vocab:
@@ -192,7 +196,7 @@ class Vocab:
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
         get = self.stoi.get
-        return [get(t, 1) for t in tokens]
+        return [get(t, UNK_ID) for t in tokens]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.itos[i] for i in ids]
@@ -239,12 +243,13 @@ class TextEncoder:
     truncation: Truncation = "head_tail"
 
     def encode_ids(self, text: str) -> list[int]:
-        return list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text, self.max_length, self.truncation), repeat(1)))
+        return list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text, self.max_length, self.truncation),
+                        repeat(UNK_ID)))
 
     def encode_words(self, text: str) -> tuple[list[str], list[int]]:
         """The tokens the model reads (after truncation) and their ids: what an explanation shows."""
         words = list(truncate(tokenize(text), self.max_length, self.truncation))
-        return words, [self.vocab.stoi.get(w, Vocab.unk_id) for w in words]
+        return words, self.vocab.encode(words)
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
@@ -310,7 +315,7 @@ def _encode_part(bstoi: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray]:
     kept = _worker_state.pop("kept")
     with _gc_paused():
         lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
-        flat = np.fromiter(map(bstoi.get, chain.from_iterable(kept), repeat(1)), dtype=np.int32,
+        flat = np.fromiter(map(bstoi.get, chain.from_iterable(kept), repeat(UNK_ID)), dtype=np.int32,
                            count=int(lengths.sum()))
     return lengths, flat
 
@@ -349,8 +354,7 @@ def encode_corpus(
         ``(vocab, ids, lengths)``: ``ids`` is an int32 array N x ``max_length`` right-padded with 0.
     """
     global _worker_texts
-    if truncation not in TRUNCATIONS:
-        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    kept_ends(max_length, truncation)  # a bad mode fails here, not in a worker process
     n = len(texts)
     procs = min(_workers(num_proc), max(1, n // 4000))  # forking pays only on a few thousand reviews
     bounds = np.linspace(0, n, procs + 1).astype(int)

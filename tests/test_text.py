@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentiment.text import (
+    TRUNCATIONS,
     TextEncoder,
     Vocab,
     _tokenize_bytes,
@@ -40,7 +44,7 @@ def test_fast_tokenizer_matches_the_reference(text):
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("ab9 '!?<>/.&;\n")), max_size=80), st.integers(0, 9),
-       st.sampled_from(["head", "tail", "head_tail"]))
+       st.sampled_from(TRUNCATIONS))
 def test_truncating_tokenizer_keeps_what_truncate_keeps(text, max_length, mode):
     expected = truncate(tokenize_reference(text), max_length, mode)
     assert [t.decode() for t in _tokenize_bytes(text, max_length, mode)] == list(expected)
@@ -49,9 +53,22 @@ def test_truncating_tokenizer_keeps_what_truncate_keeps(text, max_length, mode):
             truncate(tokenize_reference(text + " é"), max_length, mode))
 
 
-def test_tokenize_is_deterministic():
-    text = "Same review, same tokens! <br />Twice?"
-    assert tokenize(text) == tokenize(text)
+def test_the_vocabulary_and_ids_are_the_same_in_every_process():
+    # caches and checkpoints are written by one process and read by another: nothing may depend on hash order
+    code = ("from sentiment.text import encode_corpus; "
+            "v, ids, _ = encode_corpus(['b a c', 'c b a d', 'e d', 'f g h'], max_length=4); "
+            "print(v.itos, ids.tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert outs == {"['<pad>', '<unk>', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'] "
+                    "[[3, 2, 4, 0], [4, 3, 2, 5], [6, 5, 0, 0], [7, 8, 9, 0]]\n"}
+
+
+def test_an_unknown_truncation_mode_is_named_wherever_it_is_given():
+    for call in (lambda: truncate([1, 2], 5, "middle"), lambda: encode_corpus(["a"], truncation="middle"),
+                 lambda: _tokenize_bytes("a b", 1, "middle")):
+        with pytest.raises(ValueError, match="truncation must be one of head, tail, head_tail, got 'middle'"):
+            call()
 
 
 def test_vocab_orders_by_frequency_then_alphabet_and_caps_size():
