@@ -7,6 +7,7 @@ checkpoints, so a trained model reads raw reviews with no data module present.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from torchmetrics.classification import (
 )
 
 from sentiment.errors import DataError
-from sentiment.model import Cell, Pooling, SentimentNet, adversarial_losses, binary_loss
+from sentiment.model import SentimentNet, adversarial_losses, binary_loss
 from sentiment.text import TextEncoder, Vocab
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
@@ -37,22 +38,14 @@ CHECKPOINT_KEY = "text_encoder"
 class SentimentClassifier(L.LightningModule):
     """Binary sentiment classifier over token ids, logging accuracy, F1, precision, recall and AUROC.
 
+    The defaults are the recipe we recommend (``configs/imdb.yaml``): ``SentimentClassifier(vocab_size=...)``
+    is the good model. The network's settings are ``SentimentNet``'s arguments, passed through as they are
+    (``hidden_dim=64, pooling="last"``, ...; ``--model.hidden_dim`` on the command line).
+
     Args:
         vocab_size: number of token ids (linked from the data module by the CLI; read from the
             checkpoint when predicting).
         pad_id: id of the padding token.
-        embed_dim: embedding width.
-        hidden_dim: recurrent state width per direction.
-        cell: ``lstm`` or ``gru``.
-        num_layers: stacked recurrent layers.
-        bidirectional: read reviews in both directions.
-        pooling: ``last``, ``mean``, ``max``, ``mean_max`` or ``attention``.
-        dropout: dropout before the output layer.
-        embed_dropout: dropout on the embeddings.
-        word_dropout: while training, the share of tokens replaced by ``<unk>``.
-        ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
-            (0: no bag).
-        ngram_dim: embedding width of the n-gram bag.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         lr_schedule: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine`` (warm up, then cosine decay).
@@ -60,40 +53,32 @@ class SentimentClassifier(L.LightningModule):
         label_smoothing: pull the training targets this far towards 0.5.
         adversarial: adversarial training: the norm of the shift of each review's embeddings along the loss
             gradient, trained on beside the clean input (0: off; about twice the training time).
+        **network: the network's settings: ``SentimentNet``'s arguments (``embed_dim``, ``hidden_dim``, ``cell``,
+            ``pooling``, ...).
     """
 
     def __init__(
         self,
         vocab_size: int | None = None,
-        pad_id: int = 0,
-        embed_dim: int = 128,
-        hidden_dim: int = 64,
-        cell: Cell = "lstm",
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        pooling: Pooling = "last",
-        dropout: float = 0.5,
-        embed_dropout: float = 0.0,
-        word_dropout: float = 0.0,
-        ngram_buckets: int = 0,
-        ngram_dim: int = 16,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: LrSchedule = "constant",
+        pad_id: int = Vocab.pad_id,
+        lr: float = 4e-3,
+        weight_decay: float = 0.01,
+        lr_schedule: LrSchedule = "onecycle",
         warmup_ratio: float = 0.1,
         label_smoothing: float = 0.0,
-        adversarial: float = 0.0,
+        adversarial: float = 2.0,  # gains more than a wider or longer model for the same time (BENCHMARKS.md)
+        **network: Any,
     ) -> None:
         super().__init__()
         if vocab_size is None:
             raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
         self.save_hyperparameters()
-        self.net = SentimentNet(
-            vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim, cell=cell, num_layers=num_layers,
-            bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
-            word_dropout=word_dropout, pad_id=pad_id, unk_id=Vocab.unk_id, ngram_buckets=ngram_buckets,
-            ngram_dim=ngram_dim)
+        self.net = SentimentNet(vocab_size, pad_id=pad_id, unk_id=Vocab.unk_id, **network)
+        # every network setting, defaults included: a checkpoint rebuilds its network whatever the defaults become
+        defaults = {k: p.default for k, p in inspect.signature(SentimentNet).parameters.items()
+                    if p.default is not p.empty and k not in self.hparams and k != "unk_id"}
+        self.save_hyperparameters({**self.hparams, **defaults})
         self.text_encoder: TextEncoder | None = None
         metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
                                     "recall": BinaryRecall(), "auroc": BinaryAUROC()})
@@ -203,8 +188,13 @@ class SentimentClassifier(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        # `train/lr` (the scheduler's name below), written at the Trainer's logging steps only
-        return [LearningRateMonitor(logging_interval="step")] if self._trainer and self._trainer.loggers else []
+        # `train/lr` (the scheduler's name below), written at the Trainer's logging steps only. Lightning asks at
+        # every stage and keeps what it gets: a second monitor at `test` would replace the first, with a warning.
+        trainer = self._trainer
+        if trainer is None or not trainer.loggers or trainer.state.fn != "fit" or any(
+                isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
+            return []
+        return [LearningRateMonitor(logging_interval="step")]
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -1,4 +1,6 @@
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,11 +55,36 @@ def test_padding_never_changes_a_logit(cell, pooling, bidirectional):
     torch.testing.assert_close(net(batch, torch.tensor([5, 20, 11]))[0], alone[0])
 
 
-def test_the_network_imports_no_lightning():
-    import sentiment.model as model
+def test_the_network_and_the_tokenizer_import_no_lightning():
+    # sold as plain PyTorch: importing them (through the package) must not pull in Lightning or its companions
+    code = ("import sys, sentiment.model, sentiment.text; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', "
+            "'torchmetrics', 'tensorboard', 'litserve'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
-    source = open(model.__file__).read()
-    assert "lightning" not in source
+
+def test_the_package_names_its_api_and_refuses_others():
+    import sentiment
+
+    assert sentiment.SentimentNet is SentimentNet and sentiment.SentimentClassifier is SentimentClassifier
+    assert set(sentiment.__all__) <= set(dir(sentiment))
+    with pytest.raises(AttributeError, match="no attribute 'SentimentModel'"):
+        sentiment.SentimentModel
+
+
+def test_the_classifier_builds_the_recommended_network_and_records_every_setting():
+    import inspect
+
+    model = SentimentClassifier(vocab_size=50, hidden_dim=8)
+    net = SentimentNet(vocab_size=50, hidden_dim=8)
+    assert [tuple(p.shape) for p in model.net.parameters()] == [tuple(p.shape) for p in net.parameters()]
+    assert model.net.bidirectional and model.net.pooling == "attention" and model.hparams.adversarial > 0
+    settings = set(inspect.signature(SentimentNet).parameters) - {"unk_id"}
+    assert settings <= set(model.hparams)  # a checkpoint rebuilds its network even if the defaults change
+    assert model.hparams.hidden_dim == 8 and model.hparams.embed_dim == 128
+    with pytest.raises(TypeError, match="hiden_dim"):
+        SentimentClassifier(vocab_size=50, hiden_dim=8)
 
 
 def _toy_batches(n_batches=4, batch_size=16, seed=0):
@@ -87,15 +114,15 @@ def _correct_after_training(model, loss_of, epochs: int) -> int:
 def test_a_few_batches_can_be_overfit():
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
-                                lr=0.01)
+                                embed_dropout=0.0, word_dropout=0.0, lr=0.01)
     assert _correct_after_training(model, lambda b: binary_loss(model(b["input_ids"], b["lengths"]), b["labels"]),
                                    epochs=60) == 64
 
 
 def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_learns():
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, bidirectional=True, pooling="attention",
-                                dropout=0.0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, dropout=0.0, embed_dropout=0.0,
+                                word_dropout=0.0)
     batch = _toy_batches(1)[0]
     clean = torch.nn.functional.binary_cross_entropy_with_logits(model(batch["input_ids"], batch["lengths"]),
                                                                  batch["labels"].float())
@@ -157,21 +184,18 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
 
 
 def test_predict_api_returns_labels_and_scores_in_input_order():
-    vocab = Vocab(["<pad>", "<unk>", "good", "bad"])
-    model = SentimentClassifier(vocab_size=4, embed_dim=4, hidden_dim=4)
-    model.text_encoder = TextEncoder(vocab)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.net.embedding.weight[2, 0] = 1.0  # "good" pushes the mean-free last state positive
-        model.net.head.weight.fill_(0.0)
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=6, embed_dim=8, hidden_dim=8)
+    model.text_encoder = TextEncoder(Vocab(["<pad>", "<unk>", "good", "bad", "film", "dull"]))
     model.train()
-    out = model.predict(["good", "bad", ""])
-    assert [set(o) for o in out] == [{"label", "score"}] * 3
-    assert all(0.0 <= o["score"] <= 1.0 for o in out)
+    texts = ["good film", "bad", "", "dull dull film", "film good bad", "good"]
+    out = model.predict(texts, batch_size=4)  # two batches, the second shorter
+    assert [set(o) for o in out] == [{"label", "score"}] * len(texts)
+    alone = [model.predict(t)[0]["score"] for t in texts]  # each review on its own: no batch to mix up
+    assert [o["score"] for o in out] == pytest.approx(alone, abs=1e-6)
+    assert len({round(s, 4) for s in alone}) == len(texts)  # distinct scores: any reordering would show
     assert all(o["label"] == ("positive" if o["score"] >= 0.5 else "negative") for o in out)
     assert model.training  # predict() restores the mode it found
-    assert model.predict("good") == out[:1]
 
 
 def test_predict_without_a_vocabulary_says_what_to_do():
