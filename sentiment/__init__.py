@@ -1,11 +1,33 @@
-"""A compact, fast LSTM sentiment classifier for movie reviews, trained and served on CPUs."""
+"""A compact, fast LSTM sentiment classifier for movie reviews, trained and served on CPUs.
 
-from sentiment.classifier import SentimentClassifier
-from sentiment.cpu import configure_cpu
-from sentiment.data import SentimentDataModule
-from sentiment.errors import DataError
-from sentiment.model import SentimentNet
-from sentiment.text import TextEncoder, Vocab, tokenize, truncate
+Names are imported when first used, so that ``import sentiment.model`` (plain PyTorch) loads no Lightning.
+"""
 
-__all__ = ["DataError", "SentimentClassifier", "SentimentDataModule", "SentimentNet", "TextEncoder", "Vocab",
-           "configure_cpu", "tokenize", "truncate"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "SentimentClassifier": "sentiment.classifier",
+    "configure_cpu": "sentiment.cpu",
+    "SentimentDataModule": "sentiment.data",
+    "DataError": "sentiment.errors",
+    "SentimentNet": "sentiment.model",
+    "TextEncoder": "sentiment.text",
+    "Vocab": "sentiment.text",
+    "tokenize": "sentiment.text",
+    "truncate": "sentiment.text",
+}
+__all__ = sorted(_HOMES)
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'sentiment' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import pickle
+import re
 import sys
 import tempfile
 import warnings
@@ -26,24 +26,29 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu
-from sentiment.data import SentimentDataModule
+from sentiment.data import ENCODING_KEYS, SentimentDataModule
 from sentiment.errors import DataError
 
-# Data settings that decide the vocabulary, the encoding and the evaluation data: `validate` and `test`
-# take those left at their defaults from the checkpoint, so evaluation encodes reviews as training did.
-CKPT_DATA_KEYS = ("text_column", "label_column", "max_length", "truncation", "min_freq", "max_size",
-                  "val_fraction", "seed", "train_file", "val_file", "test_file")
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+# `validate` and `test` take these data settings from the checkpoint unless given: the encoding settings must then
+# agree with it; the others may name new data.
+CKPT_DATA_KEYS = (*ENCODING_KEYS, "train_file", "label_column", "test_file", "val_file")
+AGREEING_KEYS = (*ENCODING_KEYS, "train_file")
 
-# Predict batches stream from a file (an IterableDataset), so Lightning cannot list their indices; the
-# writer numbers rows itself.
-warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices", category=UserWarning)
-# validate/test/predict need only the weights, not the training run's ModelCheckpoint state.
-warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
-# Each run has its own version folder: a non-empty checkpoint folder means `--ckpt_path last` resumes into it.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+def _quiet_lightning() -> None:
+    """Warnings and log lines of Lightning's that a user of this command cannot act on; installed by ``cli_main``
+    only, so that importing the package changes nothing for other code."""
+    # Predict batches stream from a file (an IterableDataset), so Lightning cannot list their indices; the
+    # writer numbers rows itself.
+    warnings.filterwarnings("ignore", message=r".*Couldn't infer the batch indices", category=UserWarning)
+    # validate/test/predict need only the weights, not the training run's ModelCheckpoint state.
+    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
+        logger.addFilter(_NoAdvertisements())
 
 
 class _NoAdvertisements(logging.Filter):
@@ -53,7 +58,11 @@ class _NoAdvertisements(logging.Filter):
         return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
+def prepared_vocab_size(data: SentimentDataModule) -> int:
+    """The vocabulary size the model is built for: ``prepare_data()`` (download, tokenize, cache) runs first, here
+    rather than inside ``Trainer.fit``, because the model cannot be built before it."""
+    data.prepare_data()
+    return data.vocab_size
 
 
 def default_precision() -> str:
@@ -139,7 +148,7 @@ class SentimentCLI(LightningCLI):
                                  "checkpoint.enable_version_counter": False})
             parser.add_lightning_class_args(AutoSave, "autosave")
             # Other subcommands read the model's size from the checkpoint instead.
-            parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+            parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
@@ -164,7 +173,21 @@ class SentimentCLI(LightningCLI):
             if ckpt_path and Path(ckpt_path).is_file():
                 checkpoint = read_checkpoint(ckpt_path)
                 if subcommand in ("validate", "test"):
-                    self._apply_data_hparams(checkpoint)
+                    self._data_settings_from(checkpoint, parser, args)
+
+    def _data_settings_from(self, checkpoint: dict, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse again with the checkpoint's data settings as the defaults, so that a setting given in a config or
+        on the command line still wins; one that would encode reviews otherwise than training did is refused."""
+        saved = checkpoint.get("datamodule_hyper_parameters") or {}
+        subcommand = self.config.subcommand
+        self._subcommand_parsers[subcommand].set_defaults(
+            {f"data.{key}": saved[key] for key in CKPT_DATA_KEYS if key in saved})
+        super().parse_arguments(parser, args)
+        data = self.config[subcommand].data
+        for key in AGREEING_KEYS:
+            if key in saved and data[key] != saved[key]:
+                raise DataError(f"--data.{key} {data[key]} differs from the checkpoint's {saved[key]}: the model reads "
+                                f"reviews as it was trained; leave --data.{key} out")
 
     def _resume_last(self) -> None:
         """``fit --ckpt_path last``: continue the newest run's ``last.ckpt``, logging into the same version."""
@@ -173,16 +196,10 @@ class SentimentCLI(LightningCLI):
         if not candidates:
             raise DataError(f"--ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under {root.parent}")
         last = candidates[-1]
+        # resuming writes into the run's own, non-empty checkpoint folder on purpose
+        warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(str(last.parent))} exists")
         self.config.fit.ckpt_path = str(last)
         self._resume_version = int(last.parent.parent.name.removeprefix("version_"))
-
-    def _apply_data_hparams(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("datamodule_hyper_parameters") or {}
-        data = self.config[self.config.subcommand].data
-        defaults = inspect.signature(SentimentDataModule).parameters
-        for key in CKPT_DATA_KEYS:
-            if key in saved and data[key] == defaults[key].default:
-                data[key] = saved[key]
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -209,6 +226,25 @@ class SentimentCLI(LightningCLI):
         return trainer
 
 
+def build_cli(args: list[str] | None = None, run: bool = True) -> SentimentCLI:
+    """The ``sentiment`` command's LightningCLI; with ``run=False``, the model, data module and Trainer that
+    ``sentiment fit ARGS`` would build (configs layered as on the command line), without running anything."""
+    _quiet_lightning()
+    if args is not None:  # called from Python with its own arguments: whatever sys.argv holds is not for us
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
+    return SentimentCLI(
+        SentimentClassifier,
+        SentimentDataModule,
+        trainer_defaults={"accelerator": "cpu", "precision": default_precision()},
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "
+                                      "`sentiment serve --help`: an HTTP API and web page for a checkpoint."},
+        args=args,
+        run=run,
+    )
+
+
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     argv = sys.argv[1:] if args is None else list(args)
@@ -221,17 +257,12 @@ def cli_main(args: list[str] | None = None) -> None:
 
             CLI(serve, args=argv[1:], as_positional=False, prog="sentiment serve")
             return
-        SentimentCLI(
-            SentimentClassifier,
-            SentimentDataModule,
-            trainer_defaults={"accelerator": "cpu", "precision": default_precision()},
-            seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "
-                                          "`sentiment serve --help`: an HTTP API and web page for a checkpoint."},
-            args=args,
-        )
-    except (DataError, OSError) as e:  # bad input, or a file system that refuses (full disk, permissions)
+        build_cli(args)
+    except (DataError, OSError, ValueError) as e:  # bad input, or a file system that refuses (full disk, permissions)
+        if isinstance(e.__cause__, (DataError, OSError)) and type(e) is ValueError:
+            e = e.__cause__  # raised inside a link's compute_fn, which jsonargparse wraps in a ValueError
+        elif not isinstance(e, (DataError, OSError)):
+            raise
         if "--verbose" in argv or os.environ.get("SENTIMENT_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

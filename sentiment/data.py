@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,18 +29,16 @@ from sentiment.sources import (
     read_labelled,
     source_signature,
 )
-from sentiment.text import (
-    TOKENIZER_VERSION,
-    TRUNCATIONS,
-    TextEncoder,
-    Truncation,
-    Vocab,
-    encode_corpus,
-)
+from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends
 
 CACHE_VERSION = 2
 CACHE_FOLDER = ".sentiment_cache"
 SPLITS = ("train", "val", "test")
+# The settings that decide the vocabulary and how every review is encoded: a TextEncoder's own settings, how its
+# vocabulary is counted, and which reviews it is counted on. With the source files they key the cache, and
+# `validate` and `test` take them from the checkpoint: a model evaluates only reviews encoded as it was trained.
+ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name != "vocab"),
+                 "min_freq", "max_size", "text_column", "val_fraction", "seed")
 
 
 class EncodedReviews(Dataset):
@@ -215,8 +214,7 @@ class SentimentDataModule(L.LightningDataModule):
         num_proc: int | None = None,
     ) -> None:
         super().__init__()
-        if truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+        kept_ends(max_length, truncation)  # a bad truncation mode is refused here, not after tokenizing
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         if not 0.0 <= val_fraction < 1.0:
@@ -233,9 +231,13 @@ class SentimentDataModule(L.LightningDataModule):
 
     @property
     def vocab(self) -> Vocab:
-        """The training vocabulary (built and cached on first use)."""
+        """The training vocabulary, from the cache that ``prepare_data()`` writes (it reads nothing else)."""
         if self._vocab is None:
-            self._vocab = Vocab.load(self._prepared_cache() / "vocab.json")
+            cache = self._cache or self._cache_dir(write=False)
+            if not (cache / "vocab.json").is_file():
+                raise DataError("the vocabulary is built from the training data by prepare_data(): call "
+                                "dm.prepare_data() first (Trainer.fit and `sentiment fit` do)")
+            self._cache, self._vocab = cache, Vocab.load(cache / "vocab.json")
         return self._vocab
 
     @property
@@ -266,7 +268,10 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
-        cache = self._prepared_cache()
+        cache = self._cache or self._cache_dir(write=False)
+        if not (cache / "meta.json").is_file():
+            raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
+        self._cache = cache
         meta = json.loads((cache / "meta.json").read_text())
         for split in wanted:
             if split not in meta["splits"]:
@@ -326,25 +331,20 @@ class SentimentDataModule(L.LightningDataModule):
             return f"{self._imdb_source()}: the IMDb source has no test split (aclImdb/test/pos, aclImdb/test/neg)"
         return "no validation data: set --data.val_file or a val_fraction above 0"
 
-    def _prepared_cache(self) -> Path:
-        if self._cache is None:
-            self._cache = self._cache_dir(write=True)
-        return self._cache
-
-    def _imdb_source(self) -> Path:
+    def _imdb_source(self, fetch: bool = True) -> Path | None:
         source = find_imdb(self.data_dir)
-        if source is None:
+        if source is None and fetch:
             if not self.hparams.download:
                 raise DataError(f"{self.data_dir}: holds neither {IMDB_ARCHIVE} nor aclImdb/ (and download is off)")
             source = download(self.hparams.url, self.data_dir / IMDB_ARCHIVE, self.hparams.sha256)
         return source
 
-    def _sources(self) -> dict[str, Path | None]:
+    def _sources(self, fetch: bool = True) -> dict[str, Path | None]:
         hp = self.hparams
         files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
         sources = {k: Path(v) if v else None for k, v in files.items()}
         if sources["train"] is None:
-            sources["imdb"] = self._imdb_source()
+            sources["imdb"] = self._imdb_source(fetch)
         return sources
 
     def _cache_key(self, sources: dict[str, Path | None]) -> str:
@@ -352,16 +352,16 @@ class SentimentDataModule(L.LightningDataModule):
         key = {
             "cache": CACHE_VERSION, "tokenizer": TOKENIZER_VERSION,
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
-            **{k: hp[k] for k in ("text_column", "label_column", "id_column", "max_length", "truncation",
-                                  "min_freq", "max_size", "val_fraction", "seed")},
+            **{k: hp[k] for k in (*ENCODING_KEYS, "label_column")},  # the labels are cached too
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        name = "imdb" if "imdb" in sources else sources["train"].stem
+        name = "imdb" if sources["train"] is None else sources["train"].stem
         return f"{name}-{digest}"
 
     def _cache_dir(self, write: bool) -> Path:
-        """The cache folder for the current sources and settings, written first if absent."""
-        sources = self._sources()
+        """The cache folder for the current sources and settings; with ``write``, written first if absent
+        (downloading IMDb if need be)."""
+        sources = self._sources(fetch=write)
         root = self.data_dir / CACHE_FOLDER
         cache = root / self._cache_key(sources)
         if (cache / "meta.json").is_file() or not write:

@@ -6,11 +6,11 @@ import csv
 import http.server
 import io
 import random
-import sys
 import tarfile
 import threading
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 from sentiment.cli import cli_main
@@ -108,14 +108,10 @@ class ArchiveServer:
 
 def run_cli(*args):
     """The exit code `sentiment ARGS` would give."""
-    argv = sys.argv
-    sys.argv = ["sentiment"]  # LightningCLI warns when it sees both args and a command line
     try:
         cli_main(list(args))
     except SystemExit as e:
         return e.code or 0
-    finally:
-        sys.argv = argv
     return 0
 
 
@@ -128,8 +124,18 @@ def trained(tmp_path_factory):
     args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test),
             "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
             "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
-            "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
+            "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
     assert run_cli(*args) == 0
     ckpt_dir = root / "lightning_logs" / "version_0" / "checkpoints"
     return {"root": root, "best": ckpt_dir / "best.ckpt", "last": ckpt_dir / "last.ckpt", "test": test}
+
+
+class RecordModel(L.Callback):
+    """Writes the hyperparameters of the model and data module a fit was given to ``data_dir/built.yaml``."""
+
+    def on_fit_start(self, trainer, pl_module):
+        import yaml
+
+        built = {"model": dict(pl_module.hparams), "data": dict(trainer.datamodule.hparams)}
+        (Path(trainer.datamodule.hparams.data_dir) / "built.yaml").write_text(yaml.safe_dump(built))

@@ -1,6 +1,7 @@
 """The `sentiment` command end to end on a tiny corpus: fit, then test and predict from the checkpoint alone."""
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -9,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli, write_csv
+from conftest import make_reviews, run_cli, write_csv
 
 from sentiment.classifier import SentimentClassifier
 from sentiment.cli import cli_main
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def _events(run_dir):
@@ -83,12 +85,29 @@ def test_test_reads_data_settings_from_the_checkpoint(trained):
     assert events.Scalars("test/acc")[-1].value > 0.9
 
 
-def test_test_with_other_vocabulary_settings_is_refused(trained, tmp_path, capsys):
+@pytest.mark.parametrize("option, value", [("--data.max_size", "10"),
+                                           ("--data.min_freq", "2")])  # 2 is the default: given all the same
+def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp_path, capsys, option, value):
     code = run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(tmp_path / "data"),
-                   "--data.test_file", str(trained["test"]), "--trainer.default_root_dir", str(tmp_path),
-                   "--trainer.enable_progress_bar", "false", "--data.max_size", "10")
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                   option, value)
     assert code == 1
-    assert "vocabulary" in capsys.readouterr().err
+    saved = torch.load(trained["best"], weights_only=True)["datamodule_hyper_parameters"][option.split(".")[-1]]
+    assert capsys.readouterr().err == (f"error: {option} {value} differs from the checkpoint's {saved}: the model "
+                                       f"reads reviews as it was trained; leave {option} out\n")
+    assert not (tmp_path / "data").exists()  # refused before any work
+
+
+def test_explicit_data_options_on_test_win_over_the_checkpoint(trained, tmp_path):
+    # the settings the model was trained with, given again, are accepted; a new test file is read instead of
+    # the checkpoint's: here every label flipped, so the accuracy must fall from above 0.9 to below 0.1
+    flipped = write_csv(tmp_path / "flipped.csv",
+                        [(row["text"], 1 - int(row["label"])) for row in csv.DictReader(open(trained["test"]))])
+    root = tmp_path / "eval"
+    assert run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(trained["root"] / "data"),
+                   "--data.min_freq", "1", "--data.max_length", "128", "--data.test_file", str(flipped),
+                   "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
+    assert _events(root / "lightning_logs" / "version_0").Scalars("test/acc")[-1].value < 0.1
 
 
 @pytest.mark.parametrize("args, message", [
@@ -106,18 +125,31 @@ def test_predict_without_input_is_a_clear_error(trained, capsys):
     assert "needs reviews to classify: pass --data.predict_file" in capsys.readouterr().err
 
 
+def _documented_command(config: Path) -> list[str]:
+    """The `sentiment fit ...` line in a config's header: how README and the file itself say to run it."""
+    line = next(line for line in config.read_text().splitlines() if line.startswith("#   sentiment fit "))
+    return [str(ROOT / arg) if arg.startswith("configs/") else arg for arg in line[len("#   sentiment "):].split()]
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
-def test_every_config_parses(config, capsys):
-    assert run_cli("fit", "--config", str(config), "--print_config") == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["accelerator"] == "cpu"
-
-
-def test_fast_dev_run_overlay_on_a_tiny_corpus(tmp_path, tiny_csv):
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    assert run_cli(*["fit", "--config", str(configs / "imdb.yaml"), "--config", str(configs / "debug.yaml"),
-              "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-              "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path, tiny_csv):
+    # each config's own documented command, on a tiny corpus, one batch of fit (fast_dev_run)
+    args = _documented_command(config)
+    assert str(config) in args
+    root = tmp_path / "run"
+    assert run_cli(*args, "--config", str(ROOT / "configs" / "debug.yaml"), "--data.train_file", str(tiny_csv),
+                   "--data.data_dir", str(tmp_path / "data"), "--trainer.default_root_dir", str(root),
+                   "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=conftest.RecordModel") == 0
+    built = yaml.safe_load((tmp_path / "data" / "built.yaml").read_text())
+    layered = {}
+    for path in args[args.index("--config") + 1 :: 2]:  # what the configs set, later ones over earlier ones
+        for section, values in (yaml.safe_load(Path(path).read_text()) or {}).items():
+            if isinstance(values, dict):
+                layered.setdefault(section, {}).update(values)
+    for section in ("model", "data"):
+        for key, value in layered.get(section, {}).items():
+            if key != "data_dir":
+                assert built[section][key] == value, (section, key)
 
 
 def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
@@ -146,21 +178,47 @@ def test_top_level_help_lists_every_subcommand(capsys):
         assert f"    {subcommand} " in listed
 
 
-def test_data_module_and_model_work_in_a_plain_lightning_script(tmp_path, tiny_csv):
+class _Heard(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tiny_csv):
+    import warnings
+
     import lightning as L
 
     from sentiment import SentimentClassifier, SentimentDataModule
 
     L.seed_everything(0)
+    test = write_csv(tmp_path / "test.csv", [(t, y) for t, y in make_reviews(64, seed=3)])
     (tmp_path / "new.txt").write_text("brilliant superb fun\nawful dull waste\n")
-    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), min_freq=1,
-                             predict_file=str(tmp_path / "new.txt"), batch_size=32)
-    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=16, hidden_dim=16, pooling="mean_max", lr=0.01)
-    trainer = L.Trainer(max_epochs=10, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(model, dm)
-    assert trainer.callback_metrics["val/acc"] > 0.9
-    predictions = trainer.predict(model, dm)
+    heard = _Heard()
+    logging.getLogger("lightning.pytorch").addHandler(heard)  # Lightning's logger does not propagate to caplog
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # README's example, on a tiny corpus and a small network
+        dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), test_file=str(test),
+                                 predict_file=str(tmp_path / "new.txt"), min_freq=1, batch_size=32)
+        dm.prepare_data()
+        model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=16, hidden_dim=16, lr=0.01)
+        trainer = L.Trainer(max_epochs=6, accelerator="cpu", gradient_clip_val=1.0, default_root_dir=tmp_path,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, dm)
+        val_acc = trainer.callback_metrics["val/acc"]
+        (tested,) = trainer.test(model, dm)
+        predictions = trainer.predict(model, dm)
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+            if "/sentiment/" in w.filename or "configure_callbacks" in str(w.message)]
+    logging.getLogger("lightning.pytorch").removeHandler(heard)
+    # Lightning also warns through its log, at info level ("... will override existing callbacks ...")
+    ours += [m for level, m in heard.messages if level >= logging.WARNING or "override" in m]
+    assert ours == []
+    assert val_acc > 0.9 and tested["test/acc"] > 0.9
     assert torch.cat([p["score"] for p in predictions]).tolist()[0] > 0.5
     assert model.predict(["awful dull waste"])[0]["label"] == "negative"
 
@@ -182,8 +240,10 @@ def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
 
 
 def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
+    # a constant learning rate: a one-cycle schedule is planned for the run's length and cannot be extended
     common = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-              "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.default_root_dir", str(tmp_path),
+              "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.lr_schedule", "constant",
+              "--trainer.default_root_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"]
     assert run_cli("fit", *common, "--trainer.max_epochs", "1") == 0
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -71,8 +71,23 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 10)
     val = write_csv(tmp_path / "val.csv", [("zebra good", "pos"), ("zebra bad", "neg")])
     dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), val_file=str(val), min_freq=1)
+    dm.prepare_data()
     assert "zebra" not in dm.vocab.stoi
     assert dm.vocab.itos == ["<pad>", "<unk>", "film", "bad", "good"]
+
+
+def test_the_vocabulary_is_read_only_after_prepare_data_and_never_downloads(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("asking for the vocabulary did heavy work")
+
+    monkeypatch.setattr(data_module, "download", fail)
+    monkeypatch.setattr(data_module, "encode_corpus", fail)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "empty"))  # IMDb, not there yet: it would be downloaded
+    with pytest.raises(DataError, match=r"call dm.prepare_data\(\) first"):
+        dm.vocab_size
+    with pytest.raises(DataError, match=r"call prepare_data\(\) before setup\(\)"):
+        dm.setup("fit")
+    assert not (tmp_path / "empty").exists()
 
 
 def test_second_prepare_and_setup_hit_the_cache(imdb_dir, monkeypatch):
