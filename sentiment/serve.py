@@ -10,9 +10,13 @@
   the limit or a body too large gets 413; both with ``{"detail": "..."}``.
 """
 
-
+import http.client
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +142,34 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, max_texts: 
         signal.signal(signum, _stop)
     print(f"Serving {ckpt_path} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+
+
+def start_server(ckpt_path: str | os.PathLike, *options: str, timeout: float = 120.0,
+                 **popen: Any) -> tuple[subprocess.Popen, int]:
+    """Start ``sentiment serve`` on a free loopback port in a child process; return it and the port once
+    ``/health`` answers (for scripts, benchmarks and tests). Stop it with SIGINT or SIGTERM."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **popen}
+    process = subprocess.Popen([sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(ckpt_path),
+                                "--port", str(port), *options], **popen)
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return process, port
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output = process.communicate()[0] if popen["stdout"] == subprocess.PIPE else ""
+            raise RuntimeError(f"sentiment serve did not start:\n{(output or '')[-3000:]}")
+        time.sleep(0.2)
 
 
 _MAIN_PID = os.getpid()  # the process that imports this module runs serve(); LitServe forks the HTTP server

@@ -4,7 +4,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,14 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from sentiment.serve import start_server
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -43,24 +38,12 @@ class Client:
         return status, json.loads(body)
 
 
-def start_server(ckpt: Path, *options: str) -> tuple[subprocess.Popen, Client]:
-    """`sentiment serve` on a free port, once /health answers."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sentiment", "serve", "--ckpt_path", str(ckpt),
-                                "--port", str(port), *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = Client(port)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.request("GET", "/health")[0] == 200:
-                return process, client
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the server did not start:\n{process.stdout.read()[-3000:]}")
-        time.sleep(0.2)
+def serve(ckpt: Path, *options: str) -> tuple[subprocess.Popen, Client]:
+    try:
+        process, port = start_server(ckpt, *options)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    return process, Client(port)
 
 
 def children(pid: int) -> set[int]:
@@ -83,7 +66,7 @@ def children(pid: int) -> set[int]:
 @pytest.fixture(scope="module")
 def server(trained):
     """The tiny model served with small limits (2 texts, 200 bytes each) so the limit cases stay cheap."""
-    process, client = start_server(trained["best"], "--max_texts", "2", "--max_text_bytes", "200")
+    process, client = serve(trained["best"], "--max_texts", "2", "--max_text_bytes", "200")
     yield client
     process.send_signal(signal.SIGINT)
     try:
@@ -166,7 +149,7 @@ def test_the_page_is_self_contained(server):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_stop_signal_ends_the_server_and_every_process_it_started(trained, signum):
-    process, client = start_server(trained["best"])
+    process, client = serve(trained["best"])
     started = children(process.pid)
     assert started  # the HTTP server and the model process
     process.send_signal(signum)
