@@ -47,6 +47,8 @@ class AutoSave(Checkpoint):
         every_n_steps: save every this many optimizer steps instead (0: go by ``minutes``).
     """
 
+    clock = staticmethod(time.monotonic)  # seconds; a test may set its own
+
     def __init__(self, minutes: float = 5.0, every_n_steps: int = 0) -> None:
         if minutes < 0 or every_n_steps < 0:
             raise ValueError(f"minutes and every_n_steps must be at least 0, got {minutes} and {every_n_steps}")
@@ -69,7 +71,7 @@ class AutoSave(Checkpoint):
     # --- when to save --------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_save = time.monotonic()
+        self._last_save = self.clock()
         self._stop_requested = False
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -95,7 +97,7 @@ class AutoSave(Checkpoint):
         if self.every_n_steps:
             due = trainer.global_step % self.every_n_steps == 0
         else:
-            due = self.minutes > 0 and time.monotonic() - self._last_save >= self.minutes * 60
+            due = self.minutes > 0 and self.clock() - self._last_save >= self.minutes * 60
             due = trainer.strategy.broadcast(due)  # clocks differ between processes; rank 0 decides
         if due:
             self._save(trainer, path)
@@ -109,7 +111,7 @@ class AutoSave(Checkpoint):
         if self._saved_step != trainer.global_step:
             trainer.save_checkpoint(path, weights_only=False)  # the full state: resumable
         self._saved_step = trainer.global_step
-        self._last_save = time.monotonic()
+        self._last_save = self.clock()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()

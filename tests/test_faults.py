@@ -2,26 +2,34 @@
 
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import make_reviews, run_cli, write_csv
 
+from sentiment.callbacks import AtomicCheckpointIO, AutoSave, ModelCheckpoint
+from sentiment.classifier import SentimentClassifier
+from sentiment.data import SentimentDataModule
+
 TESTS = Path(__file__).resolve().parent
-STEPS_PER_EPOCH = 23  # 360 training reviews in batches of 16
+REVIEWS, VAL_FRACTION, BATCH_SIZE = 400, 0.1, 16  # VAL_FRACTION: the data module's default
+STEPS_PER_EPOCH = math.ceil(round(REVIEWS * (1 - VAL_FRACTION)) / BATCH_SIZE)
 EPOCHS = 3
+SAVE_EVERY = 4  # steps between saves of last.ckpt
 
 
 def fit(root: Path, train: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["fit", "--data.train_file", str(train), "--data.data_dir", str(train.parent / "data"),
-            "--data.batch_size", "16", "--data.min_freq", "1",
+            "--data.batch_size", str(BATCH_SIZE), "--data.min_freq", "1",
             "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.2",
-            "--model.lr", "0.01", "--model.lr_schedule", "onecycle", "--autosave.every_n_steps", "4",
+            "--model.lr", "0.01", "--model.lr_schedule", "onecycle", "--autosave.every_n_steps", str(SAVE_EVERY),
             "--trainer.max_epochs", str(EPOCHS), "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
@@ -51,18 +59,19 @@ def assert_same_run(resumed: dict, reference: dict) -> None:
 def reference(tmp_path_factory):
     """An uninterrupted run: its training file and its final checkpoint."""
     folder = tmp_path_factory.mktemp("faults")
-    train = write_csv(folder / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
+    train = write_csv(folder / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(REVIEWS)])
     done = fit(folder / "reference", train)
     assert done.returncode == 0, done.stderr[-3000:]
     return train, last_checkpoint(folder / "reference")
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(reference, tmp_path):
     train, expected = reference
     kill_at = STEPS_PER_EPOCH + 10  # in the second epoch
     killed = fit(tmp_path, train, *signal_at(kill_at, int(signal.SIGKILL)))
     assert killed.returncode == -signal.SIGKILL
-    assert last_checkpoint(tmp_path)["global_step"] == kill_at // 4 * 4  # saved every 4 steps: 1 step lost
+    assert last_checkpoint(tmp_path)["global_step"] == kill_at // SAVE_EVERY * SAVE_EVERY  # since then: lost
     assert not list(tmp_path.glob("lightning_logs/version_0/checkpoints/.*.tmp"))
 
     resumed = fit(tmp_path, train, "--ckpt_path", "last")
@@ -71,6 +80,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(referenc
     assert_same_run(last_checkpoint(tmp_path), expected)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_last_and_stops_cleanly_then_resumes(reference, tmp_path):
     train, expected = reference
     stopped = fit(tmp_path, train, *signal_at(STEPS_PER_EPOCH + 5, int(signal.SIGINT)))
@@ -125,3 +135,45 @@ def test_a_full_disk_while_writing_predictions_leaves_no_file(trained, tmp_path,
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: [Errno 28] No space left on device"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt"]
+
+
+@pytest.mark.parametrize("minutes", [1.0, 0.0])
+def test_autosave_saves_last_every_so_many_minutes_of_training(tmp_path, tiny_csv, minutes):
+    # a clock that moves 25 s per training step: with minutes=1, last.ckpt is due at 75 s, then 75 s later ...
+    # and at every epoch's end; with minutes=0 only at every epoch's end
+    now = [0.0]
+
+    class Tick(L.Callback):
+        def on_train_batch_end(self, *args):
+            now[0] += 25.0
+
+    saved = []
+
+    class Written(AtomicCheckpointIO):  # what reaches the disk as last.ckpt, at which step
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if Path(path).name == "last.ckpt":
+                saved.append(checkpoint["global_step"])
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    class Clocked(AutoSave):
+        clock = staticmethod(lambda: now[0])
+
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), min_freq=1, batch_size=8)
+    dm.prepare_data()
+    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=8, hidden_dim=8, adversarial=0.0)
+    epochs = 2
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                        callbacks=[Tick(), ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc", mode="max"),
+                                   Clocked(minutes=minutes)], plugins=[Written()])
+    trainer.fit(model, dm)
+    per_epoch = trainer.num_training_batches
+    assert per_epoch >= 4  # room for a timed save inside an epoch
+    expected, last_save = [], 0.0  # due once `minutes` have passed since the last save, and at each epoch's end
+    for step in range(1, epochs * per_epoch + 1):
+        if (minutes and 25.0 * step - last_save >= 60 * minutes) or step % per_epoch == 0:
+            expected.append(step)
+            last_save = 25.0 * step
+    assert saved == expected
+    assert expected[:2] == ([3, 6] if minutes else [per_epoch, 2 * per_epoch])  # 75 s: the third step is due
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == epochs * per_epoch
