@@ -134,9 +134,11 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, max_texts: 
     from sentiment.cli import read_checkpoint
 
     read_checkpoint(ckpt_path)  # a bad file gets one line here, not a traceback from the model process
-    if max_texts < 1 or max_text_bytes < 1 or max_batch_size < 1 or batch_timeout < 0 or threads < 1:
-        raise DataError("max_texts, max_text_bytes, max_batch_size and threads must be at least 1, "
-                        "batch_timeout at least 0")
+    least = {"max_texts": (max_texts, 1), "max_text_bytes": (max_text_bytes, 1),
+             "max_batch_size": (max_batch_size, 1), "batch_timeout": (batch_timeout, 0), "threads": (threads, 1)}
+    for name, (value, bound) in least.items():
+        if value < bound:
+            raise DataError(f"--{name} must be at least {bound}, got {value}")
     server = build_server(ckpt_path, max_texts, max_text_bytes, threads, max_batch_size, batch_timeout)
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`, systemd, docker stop: a clean shutdown
         signal.signal(signum, _stop)

@@ -147,6 +147,7 @@ def test_the_page_is_self_contained(server):
     assert server.request("GET", "/nothing-here")[0] == 404
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_stop_signal_ends_the_server_and_every_process_it_started(trained, signum):
     process, client = serve(trained["best"])
@@ -166,6 +167,38 @@ def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
     assert run_cli("serve", "--ckpt_path", str(tmp_path / "bad.ckpt")) == 1
     assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'bad.ckpt'}: not a PyTorch checkpoint")
+
+
+@pytest.mark.parametrize("option, value", [("--max_texts", "0"), ("--max_text_bytes", "0"), ("--max_batch_size", "0"),
+                                           ("--batch_timeout", "-1.0"), ("--threads", "0")])
+def test_serve_refuses_a_limit_out_of_range_in_one_line(trained, capsys, option, value):
+    assert run_cli("serve", "--ckpt_path", str(trained["best"]), option, value) == 1
+    bound = 0 if option == "--batch_timeout" else 1
+    assert capsys.readouterr().err == f"error: {option} must be at least {bound}, got {value}\n"
+
+
+def test_a_batch_mixing_explained_and_plain_requests_answers_each_in_its_own_shape(trained):
+    # requests that arrive together are classified in one batch; those asking for explanations are answered
+    # with them, the others without, each with the scores its texts get alone
+    from sentiment.classifier import SentimentClassifier
+    from sentiment.serve import PredictRequest, SentimentAPI
+
+    api = SentimentAPI(str(trained["best"]), max_texts=8, max_text_bytes=1000, threads=1, max_batch_size=8,
+                       batch_timeout=0.0)
+    api.setup("cpu")
+    requests = [PredictRequest(texts=["brilliant superb fun", "awful"]),
+                PredictRequest(texts=["dull waste of time"], explain=True),
+                PredictRequest(texts=["superb"]),
+                PredictRequest(texts=["fun brilliant", "awful dull"], explain=True)]
+    answers = api.predict(requests)
+    model = SentimentClassifier.load_from_checkpoint(trained["best"], map_location="cpu")
+    assert [len(a) for a in answers] == [len(r.texts) for r in requests]
+    for request, answer in zip(requests, answers):
+        for text, got in zip(request.texts, answer):
+            assert ("words" in got) == request.explain
+            alone = model.predict([text])[0]
+            assert got["label"] == alone["label"] and got["score"] == pytest.approx(alone["score"], abs=1e-5)
+    assert [w["word"] for w in answers[3][1]["words"]] == ["awful", "dull"]
 
 
 def test_serve_help_names_every_option():
