@@ -85,6 +85,22 @@ def test_test_reads_data_settings_from_the_checkpoint(trained):
     assert events.Scalars("test/acc")[-1].value > 0.9
 
 
+def test_validate_scores_the_checkpoint_on_its_own_validation_split(trained, tmp_path):
+    # the seeded split, the vocabulary and the weights all come back from the checkpoint: validation gives
+    # exactly the accuracy and loss the run logged for its best epoch (another split or other weights would not)
+    saved = torch.load(trained["best"], weights_only=True)
+    (best,) = [v["best_model_score"] for k, v in saved["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    fit_events = _events(trained["root"] / "lightning_logs" / "version_0")
+    (loss,) = [e.value for e in fit_events.Scalars("val/loss") if e.step == saved["global_step"] - 1]
+    root = tmp_path / "eval"
+    assert run_cli("validate", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(trained["root"] / "data"),
+                   "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
+    events = _events(root / "lightning_logs" / "version_0")
+    assert {"val/acc", "val/f1", "val/auroc", "val/loss"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("val/acc")[-1].value == pytest.approx(best.item(), abs=1e-6)
+    assert events.Scalars("val/loss")[-1].value == pytest.approx(loss, abs=1e-5)
+
+
 @pytest.mark.parametrize("option, value", [("--data.max_size", "10"),
                                            ("--data.min_freq", "2")])  # 2 is the default: given all the same
 def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp_path, capsys, option, value):
@@ -162,6 +178,7 @@ def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
     assert events.Scalars("train/acc")[-1].value == 1.0
 
 
+@pytest.mark.slow
 def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -258,6 +275,7 @@ def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
     assert "no lightning_logs/version_*/checkpoints/last.ckpt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_fit_on_two_processes_shares_one_cache(tmp_path, tiny_csv):
     out = subprocess.run(
         ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),

@@ -183,6 +183,72 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
     assert not torch.equal(model.net.embedding.weight, before)
 
 
+class _LearningRates:
+    """Records the learning rate each training step runs with."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        class Recorder(L.Callback):
+            def on_train_batch_start(inner, trainer, *args):
+                self.values.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        self.values: list[float] = []
+        self.callback = Recorder()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
+def test_learning_rate_schedules_warm_up_to_the_peak_and_end_near_zero(tmp_path, schedule):
+    import lightning as L
+
+    lr, epochs, warmup_ratio = 0.01, 5, 0.2
+    batches = _toy_batches()
+    steps = epochs * len(batches)  # the schedule is planned from the Trainer's own count of steps
+    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, adversarial=0.0, lr=lr,
+                                lr_schedule=schedule, warmup_ratio=warmup_ratio)
+    rates = _LearningRates()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[rates.callback])
+    trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
+    seen = rates.values
+    assert len(seen) == steps
+    if schedule == "constant":
+        assert seen == [lr] * steps
+        return
+    warmup = int(steps * warmup_ratio)
+    peak = max(range(steps), key=seen.__getitem__)
+    assert seen[peak] == pytest.approx(lr) and warmup - 1 <= peak <= warmup
+    assert seen[0] <= lr / warmup  # it starts low ...
+    assert all(a < b for a, b in zip(seen[:peak], seen[1 : peak + 1]))  # ... climbs to the peak ...
+    assert all(a > b for a, b in zip(seen[peak + 1 :], seen[peak + 2 :]))  # ... then only falls ...
+    assert seen[-1] < lr / 50  # ... to near zero at the last step, not part way
+
+
+def test_label_smoothing_keeps_confidence_below_one_in_training_only():
+    # separable toy data trained to convergence: without smoothing the scores run to 0 and 1; smoothing 0.2
+    # trains towards targets 0.1 and 0.9, and evaluation's loss stays the plain one
+    import warnings
+
+    scores = {}
+    for smoothing in (0.0, 0.2):
+        torch.manual_seed(0)
+        model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, dropout=0.0, embed_dropout=0.0,
+                                    word_dropout=0.0, adversarial=0.0, label_smoothing=smoothing)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log without a Trainer
+            assert _correct_after_training(model, lambda b: model.training_step(b, 0), epochs=80) == 64
+        batch = _toy_batches()[0]
+        with torch.no_grad():
+            probs = torch.sigmoid(model(batch["input_ids"], batch["lengths"]))
+        scores[smoothing] = torch.where(batch["labels"] == 1, probs, 1 - probs)  # probability of the true label
+    assert scores[0.0].min() > 0.98
+    assert scores[0.2].max() < 0.95 and scores[0.2].mean() == pytest.approx(0.9, abs=0.03)
+    logits, labels = torch.tensor([2.0, -1.0]), torch.tensor([1, 0])
+    assert binary_loss(logits, labels, 0.2) == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.9, 0.1])).item())
+
+
 def test_predict_api_returns_labels_and_scores_in_input_order():
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=6, embed_dim=8, hidden_dim=8)
