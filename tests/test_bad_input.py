@@ -95,6 +95,7 @@ def _predict_peak_rss_mb(trained, path, out):
     return int(done.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_million_line_predict_file_keeps_memory_flat_and_every_line(trained, tmp_path):
     lines = ["a superb film", "awful and dull", "", "the plot"] * 250_000
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"

@@ -2,11 +2,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REAL_ARCHIVE, build_imdb_archive
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
+@pytest.mark.slow
 def test_benchmark_quick_pass_runs_every_section(tmp_path):
     archive = REAL_ARCHIVE if REAL_ARCHIVE.exists() else build_imdb_archive(tmp_path / "a.tar.gz", 400, 0)
     out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--archive", str(archive),

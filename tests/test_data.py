@@ -207,6 +207,7 @@ def test_real_imdb_training_archive(tmp_path):
         dm.setup("test")
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(tmp_path):
     path = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(6000)])
     code = ("import sys; from sentiment import SentimentDataModule; "
