@@ -16,7 +16,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from sentiment.classifier import label_of
+from sentiment.checkpoint import write_checkpoint
 from sentiment.io import atomic_open
 
 
@@ -28,8 +28,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_open(path, "wb") as f:
-            torch.save(checkpoint, f)
+        write_checkpoint(checkpoint, path)
 
 
 class AutoSave(Checkpoint):
@@ -161,14 +160,14 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction: dict[str, Any], batch_indices, batch,
                            batch_idx: int, dataloader_idx: int) -> None:
-        scores = prediction["score"].tolist()
+        answers = prediction["answers"]
         index = prediction["index"]
-        index = index.tolist() if index is not None else range(self.rows, self.rows + len(scores))
+        index = index.tolist() if index is not None else range(self.rows, self.rows + len(answers))
         ids = prediction.get("id")
         if self._writer is None:
             self._writer = csv.writer(self._file)
             self._writer.writerow(["index", "label", "score"] + (["id"] if ids is not None else []))
-        rows = [[i, label_of(s), f"{s:.6f}"] for i, s in zip(index, scores)]
+        rows = [[i, a["label"], f"{a['score']:.6f}"] for i, a in zip(index, answers)]
         if ids is not None:
             for row, id_ in zip(rows, ids):
                 row.append(id_)

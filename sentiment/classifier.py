@@ -27,12 +27,13 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
+from sentiment.checkpoint import ENCODER_KEY
 from sentiment.errors import DataError
 from sentiment.model import SentimentNet, adversarial_losses, binary_loss
+from sentiment.predictor import Predictor
 from sentiment.text import TextEncoder, Vocab
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
-CHECKPOINT_KEY = "text_encoder"
 
 
 class SentimentClassifier(L.LightningModule):
@@ -233,97 +234,50 @@ class SentimentClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.text_encoder is not None:
-            checkpoint[CHECKPOINT_KEY] = self.text_encoder.to_dict()
+            checkpoint[ENCODER_KEY] = self.text_encoder.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if CHECKPOINT_KEY not in checkpoint:
+        if ENCODER_KEY not in checkpoint:
             return
-        saved = TextEncoder.from_dict(checkpoint[CHECKPOINT_KEY])
+        saved = TextEncoder.from_dict(checkpoint[ENCODER_KEY])
         if self.text_encoder is not None and self.text_encoder.vocab != saved.vocab:
             raise DataError("the checkpoint's vocabulary differs from the data module's: evaluate with the "
                             "data settings (max_size, min_freq, max_length, training data) used for training")
         self.text_encoder = saved
 
-    # --- predictions -----------------------------------------------------------------------------------
+    # --- predictions: the Predictor's, over this module's network and text encoder ------------------------
 
-    def _require_encoder(self) -> TextEncoder:
+    def predictor(self, **options: Any) -> Predictor:
+        """This model as a ``Predictor`` (``options``: its ``bfloat16``, ``batch_size``)."""
         if self.text_encoder is None:
             raise DataError("this model has no vocabulary: load it from a checkpoint written by `sentiment fit`, "
                             "or train it with a SentimentDataModule")
-        return self.text_encoder
+        return Predictor(self.net, self.text_encoder, **options)
 
     def on_predict_start(self) -> None:
+        self._predicting = self.predictor()
         self.net.keep_inference_casts()  # the weights stay fixed while predicting
 
     def on_predict_end(self) -> None:
         self.net.keep_inference_casts(False)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        if "input_ids" in batch:
-            scores = self._scores(batch["input_ids"], batch["lengths"])
-        else:
-            scores = self._scores(*self._require_encoder().encode_batch(batch["text"]))
-        return {"index": batch.get("index"), "id": batch.get("id"), "score": scores.cpu()}
+        """Answers for a batch of raw ``text`` (or of ``input_ids`` and ``lengths``), in the Trainer's precision,
+        with the batch's row ``index`` and ``id``."""
+        predictor = self._predicting
+        inputs = (batch["input_ids"], batch["lengths"]) if "input_ids" in batch else \
+            predictor.encoder.encode_batch(batch["text"])
+        return {"index": batch.get("index"), "id": batch.get("id"),
+                "answers": predictor.answers(predictor.probabilities(*inputs).float())}
 
-    def _scores(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Probability that each review is positive."""
-        return torch.sigmoid(self.net(input_ids.to(self.device), lengths))
-
-    @torch.no_grad()
     def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
-        """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order.
+        """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order
+        (``Predictor.predict``; the model's train/eval mode is restored after)."""
+        return self.predictor(batch_size=batch_size).predict(texts)
 
-        ``score`` is the probability that the review is positive. Runs in eval mode, batched.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-        encoder = self._require_encoder()
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for start in range(0, len(texts), batch_size):
-                scores = self._scores(*encoder.encode_batch(texts[start : start + batch_size])).tolist()
-                out.extend({"label": label_of(s), "score": s} for s in scores)
-            return out
-        finally:
-            self.train(was_training)
-
-    @torch.no_grad()
     def explain(self, text: str) -> dict[str, Any]:
-        """Classify one review and say how much each word it read weighed.
-
-        Returns ``label``, ``score``, ``method`` and ``words``: ``[{"word": ..., "weight": ...}]`` for the
-        tokens the model reads, in order. With attention pooling the weights are the attention weights
-        (they sum to 1). Otherwise they are occlusion scores: how much the probability of *positive*
-        drops when that word is replaced by ``<unk>`` (negative for words that pull towards negative).
-        """
-        encoder = self._require_encoder()
-        words, ids = encoder.encode_words(text)
-        was_training = self.training
-        self.eval()
-        try:
-            if not ids:  # nothing to read: the model still answers, with nothing to highlight
-                return {**self.predict([text])[0], "method": "none", "words": []}
-            input_ids = torch.tensor([ids], device=self.device)
-            lengths = torch.tensor([len(ids)])
-            logits, attention = self.net(input_ids, lengths, return_attention=True)
-            score = torch.sigmoid(logits)[0].item()
-            if attention is not None:
-                method, weights = "attention", attention[0, : len(ids)].tolist()
-            else:  # one copy of the review per word, with that word hidden
-                occluded = input_ids.repeat(len(ids), 1)
-                occluded.fill_diagonal_(Vocab.unk_id)
-                without = self._scores(occluded, lengths.repeat(len(ids)))
-                method, weights = "occlusion", (score - without).tolist()
-            return {"label": label_of(score), "score": score, "method": method,
-                    "words": [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights)]}
-        finally:
-            self.train(was_training)
-
-
-def label_of(score: float) -> str:
-    return "positive" if score >= 0.5 else "negative"
+        """How much each word read weighed in the answer (``Predictor.explain``)."""
+        return self.predictor().explain(text)
 
 
 def confusion_image(matrix: np.ndarray, cell: int = 120) -> np.ndarray:

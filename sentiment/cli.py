@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import pickle
 import re
 import sys
 import tempfile
@@ -24,12 +24,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
+from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
-from sentiment.cpu import configure_cpu
+from sentiment.cpu import configure_cpu, native_bfloat16
 from sentiment.data import ENCODING_KEYS, SentimentDataModule
 from sentiment.errors import DataError
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+# Subcommands that work from a checkpoint alone, without a Trainer: their module and function
+AFTER_TRAINING = {"serve": ("sentiment.serve", "serve"), "export": ("sentiment.export", "export")}
 # `validate` and `test` take these data settings from the checkpoint unless given: the encoding settings must then
 # agree with it; the others may name new data.
 CKPT_DATA_KEYS = (*ENCODING_KEYS, "train_file", "label_column", "test_file", "val_file")
@@ -66,16 +69,8 @@ def prepared_vocab_size(data: SentimentDataModule) -> int:
 
 
 def default_precision() -> str:
-    """``bf16-mixed`` on CPUs that compute in bfloat16 natively (AVX512-BF16 or AMX), else ``32-true``.
-
-    There, training and prediction run 1.4-1.5x faster at the same accuracy (BENCHMARKS.md); elsewhere
-    bfloat16 is emulated and slower, so full precision stays.
-    """
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16-mixed" if native else "32-true"
+    """``bf16-mixed`` on CPUs that compute in bfloat16 natively, else ``32-true`` (``native_bfloat16``)."""
+    return "bf16-mixed" if native_bfloat16() else "32-true"
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -86,29 +81,6 @@ def check_writable(folder: Path, what: str) -> None:
             pass
     except OSError as e:
         raise DataError(f"{folder}: cannot write {what} there ({e.strerror or e})") from None
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint as data only (tensors, numbers, strings, lists, dicts), or say what is wrong with it.
-
-    Nothing in a checkpoint written by ``sentiment fit`` needs more; a file that carries pickled Python
-    objects is refused rather than run.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "global" in str(e).lower():  # the unpickler met a reference to Python code
-            raise DataError(f"{path}: refused: it holds pickled Python objects, not only weights and plain data "
-                            "(checkpoints written by `sentiment fit` load)") from None
-        raise DataError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
-    except Exception as e:  # torch.load raises many kinds on a file that is not a checkpoint
-        detail = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
-        raise DataError(f"{path}: not a PyTorch checkpoint ({detail})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    if "vocab_size" not in (checkpoint.get("hyper_parameters") or {}):
-        raise DataError(f"{path}: not a sentiment checkpoint (no vocab_size among its hyperparameters)")
-    return checkpoint
 
 
 class SentimentCLI(LightningCLI):
@@ -168,12 +140,24 @@ class SentimentCLI(LightningCLI):
             if subcommand == "fit" and ckpt_path == "last":
                 self._resume_last()
                 ckpt_path = self.config.fit.ckpt_path
-            if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
-                raise DataError(f"{ckpt_path}: no such checkpoint file")
-            if ckpt_path and Path(ckpt_path).is_file():
-                checkpoint = read_checkpoint(ckpt_path)
+            if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
+                self._checkpoint = read_checkpoint(ckpt_path)  # the one read of the file
                 if subcommand in ("validate", "test"):
-                    self._data_settings_from(checkpoint, parser, args)
+                    self._data_settings_from(self._checkpoint, parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """The model's settings from the checkpoint already read (Lightning's own version reads the file again)."""
+        checkpoint = getattr(self, "_checkpoint", None)
+        if checkpoint is None:
+            return
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "_instantiator"}
+        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
+    def before_predict(self) -> None:
+        """The weights and text encoder from the checkpoint already read; the Trainer need not read it again."""
+        self.model.load_state_dict(self._checkpoint["state_dict"])
+        self.model.on_load_checkpoint(self._checkpoint)
+        self.config_init.predict.ckpt_path = None
 
     def _data_settings_from(self, checkpoint: dict, parser: LightningArgumentParser, args: Any) -> None:
         """Parse again with the checkpoint's data settings as the defaults, so that a setting given in a config or
@@ -239,7 +223,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SentimentCLI:
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "
-                                      "`sentiment serve --help`: an HTTP API and web page for a checkpoint."},
+                                      "`sentiment serve --help`: an HTTP API and web page for a checkpoint; "
+                                      "`sentiment export --help`: a checkpoint as an ONNX model."},
         args=args,
         run=run,
     )
@@ -250,12 +235,12 @@ def cli_main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     configure_cpu()
     try:
-        if argv[:1] == ["serve"]:  # not a Trainer method, so not a LightningCLI subcommand
+        if argv[:1] and argv[0] in AFTER_TRAINING:  # not Trainer methods, so not LightningCLI subcommands
             from jsonargparse import CLI
 
-            from sentiment.serve import serve
-
-            CLI(serve, args=argv[1:], as_positional=False, prog="sentiment serve")
+            module, function = AFTER_TRAINING[argv[0]]
+            CLI(getattr(importlib.import_module(module), function), args=argv[1:], as_positional=False,
+                prog=f"sentiment {argv[0]}")
             return
         build_cli(args)
     except (DataError, OSError, ValueError) as e:  # bad input, or a file system that refuses (full disk, permissions)

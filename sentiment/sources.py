@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from sentiment.errors import DataError
 
@@ -255,6 +254,8 @@ def _open_text(path: Path):
 @contextlib.contextmanager
 def _table_errors(path: Path, fmt: str) -> Iterator[None]:
     """pandas' parse errors, as one line that names the file."""
+    import pandas as pd  # here, not at the top: predicting from a text file, serving and exporting never need it
+
     try:
         yield
     except pd.errors.EmptyDataError:
@@ -264,6 +265,8 @@ def _table_errors(path: Path, fmt: str) -> Iterator[None]:
 
 
 def _read_table(f, fmt: str, **kwargs):
+    import pandas as pd
+
     return pd.read_csv(f, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, **kwargs)
 
 
@@ -283,6 +286,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 def parse_labels(path: Path, raw: Sequence, where: Sequence[str]) -> np.ndarray:
     """Map 0/1, pos/neg, positive/negative, true/false (any case) to 0/1, naming the first bad value."""
+    import pandas as pd
+
     keys = pd.Series(raw, dtype=object).astype(str).str.strip().str.lower()
     labels = keys.map(LABELS)
     bad = labels.isna().to_numpy()

@@ -1,0 +1,122 @@
+"""``Predictor``: a trained model ready for raw text, read from its checkpoint once.
+
+    from sentiment.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint("lightning_logs/version_0/checkpoints/best.ckpt")
+    predictor.predict(["A wonderful film.", "Dull."])  # [{'label': 'positive', 'score': 0.97...}, ...]
+
+It holds the network, the text encoder (tokenizer settings and vocabulary) and the label names. Everything after
+training goes through it: ``SentimentClassifier.predict`` and ``explain``, ``sentiment predict`` (the
+classifier's ``predict_step``), ``sentiment serve`` and ``sentiment export``. Plain PyTorch: importing it loads no
+Lightning, so a script or a server that only predicts starts in about the time of ``import torch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+import torch
+
+from sentiment.checkpoint import load_network, load_text_encoder, read_checkpoint
+from sentiment.cpu import native_bfloat16
+from sentiment.model import SentimentNet
+from sentiment.text import TextEncoder, Vocab
+
+LABELS = ("negative", "positive")  # a binary model's one logit: > 0 is the second
+
+
+class Predictor:
+    """Raw reviews in, labels and probabilities out, in input order.
+
+    Args:
+        net: the trained network (put in eval mode while predicting).
+        encoder: the text encoder it was trained with.
+        bfloat16: compute the recurrence in bfloat16 (the output layer stays float32); default: where the CPU
+            does bfloat16 natively, as ``sentiment predict`` does.
+        batch_size: reviews per forward pass.
+    """
+
+    def __init__(self, net: SentimentNet, encoder: TextEncoder, bfloat16: bool | None = None,
+                 batch_size: int = 256) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.net, self.encoder, self.batch_size = net, encoder, batch_size
+        self.bfloat16 = native_bfloat16() if bfloat16 is None else bfloat16
+        self.labels = LABELS
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> Predictor:
+        """Read a checkpoint written by ``sentiment fit`` (as data only: nothing in it runs) and hold its model.
+
+        ``options`` are ``Predictor``'s own (``bfloat16``, ``batch_size``).
+        """
+        checkpoint = read_checkpoint(path)
+        predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), **options)
+        predictor.net.keep_inference_casts()  # this network's weights never change
+        return predictor
+
+    # --- classifying -----------------------------------------------------------------------------------
+
+    def predict(self, texts: str | Sequence[str]) -> list[dict[str, Any]]:
+        """Classify reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order.
+
+        ``score`` is the probability that the review is positive.
+        """
+        return list(self.stream([texts] if isinstance(texts, str) else texts))
+
+    def stream(self, texts: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """``predict`` for an iterable of any length (a file read line by line, say): answers come as the
+        batches are read, and memory stays that of one batch."""
+        texts = iter(texts)
+        while batch := list(islice(texts, self.batch_size)):
+            with self.running():  # not across the yields: the caller's code runs in its own mode
+                probabilities = self.probabilities(*self.encoder.encode_batch(batch))
+            yield from self.answers(probabilities)
+
+    def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Probability that each review is positive (B), in the caller's precision (``running`` sets ours)."""
+        return torch.sigmoid(self.net(input_ids, lengths))
+
+    def answers(self, probabilities: torch.Tensor) -> list[dict[str, Any]]:
+        return [{"label": self.labels[p >= 0.5], "score": p} for p in probabilities.tolist()]
+
+    def explain(self, text: str) -> dict[str, Any]:
+        """Classify one review and say how much each word it read weighed.
+
+        Returns ``label``, ``score``, ``method`` and ``words``: ``[{"word": ..., "weight": ...}]`` for the
+        tokens the model reads, in order. With attention pooling the weights are the attention weights
+        (they sum to 1). Otherwise they are occlusion scores: how much the probability of *positive*
+        drops when that word is replaced by ``<unk>`` (negative for words that pull towards negative).
+        """
+        words, ids = self.encoder.encode_words(text)
+        with self.running():
+            if not ids:  # nothing to read: the model still answers, with nothing to highlight
+                return {**self.answers(self.probabilities(*self.encoder.encode_batch([text])))[0],
+                        "method": "none", "words": []}
+            input_ids, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
+            logits, attention = self.net(input_ids, lengths, return_attention=True)
+            score = torch.sigmoid(logits)
+            if attention is not None:
+                method, weights = "attention", attention[0, : len(ids)].float()
+            else:  # one copy of the review per word, with that word hidden
+                occluded = input_ids.repeat(len(ids), 1)
+                occluded.fill_diagonal_(Vocab.unk_id)
+                method, weights = "occlusion", score - self.probabilities(occluded, lengths.repeat(len(ids)))
+            answer = self.answers(score)[0]
+        return {**answer, "method": method,
+                "words": [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights.tolist())]}
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Eval mode, no autograd, and this predictor's precision; the network's mode is restored after."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+                yield
+        finally:
+            self.net.train(was_training)

@@ -1,0 +1,139 @@
+"""Everything after training: the Predictor, the one checkpoint read, the ONNX export, and what they import."""
+
+import ast
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from sentiment.classifier import SentimentClassifier
+from sentiment.predictor import Predictor
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sentiment"
+REVIEWS = ["A wonderful, brilliant film.", "", "Terrible and boring, a waste.", "superb fun",
+           "the plot was dull " * 60 + "but the ending was brilliant", "awful"]
+
+
+def _loaded(code: str) -> list[str]:
+    """The heavy companions of Lightning that ``code``, run in a fresh interpreter, leaves in sys.modules."""
+    probe = (f"import sys; {code}; print(sorted({{m.split('.')[0] for m in sys.modules}} & "
+             "{'lightning', 'pytorch_lightning', 'torchmetrics', 'tensorboard', 'sentiment.cli'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().replace("'", '"'))
+
+
+def test_the_predictor_and_the_server_load_no_lightning():
+    assert _loaded("import sentiment.predictor, sentiment.checkpoint, sentiment.export") == []
+    assert _loaded("import sentiment.serve") == []
+    out = subprocess.run([sys.executable, "-c", "import sys, sentiment.serve; print('sentiment.cli' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # the server never imports the command line
+
+
+def _imports(module: Path) -> set[str]:
+    """The package's own modules that ``module`` imports, at any depth of its code, by an import statement or by
+    name (``importlib.import_module("sentiment.serve")``)."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("sentiment.")}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("sentiment."):
+            found.add(node.value.split(".")[1])
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    graph = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
+    assert {"checkpoint", "serve", "export"} <= graph["cli"]  # the walk finds imports of every kind
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m, {m})] == []
+
+
+def test_the_predictor_reads_the_weights_lightning_would_load(trained):
+    # the Predictor rebuilds the network from the checkpoint by itself; Lightning's own loader is the reference
+    predictor = Predictor.from_checkpoint(trained["best"], bfloat16=False)
+    model = SentimentClassifier.load_from_checkpoint(trained["best"], map_location="cpu").eval()
+    input_ids, lengths = predictor.encoder.encode_batch(REVIEWS)
+    with torch.no_grad():
+        expected = torch.sigmoid(model.net(input_ids, lengths))
+    got = [a["score"] for a in predictor.predict(REVIEWS)]
+    assert got == pytest.approx(expected.tolist(), abs=1e-6)
+    assert len({round(s, 3) for s in got}) > 3  # a trained model: the scores differ
+    assert [a["label"] for a in predictor.predict(REVIEWS)] == ["positive" if s >= 0.5 else "negative" for s in got]
+
+
+def test_stream_answers_as_it_reads_and_keeps_order(trained):
+    predictor = Predictor.from_checkpoint(trained["best"], batch_size=4)
+    read = []
+
+    def lines():
+        for i in range(1000):
+            read.append(i)
+            yield REVIEWS[i % len(REVIEWS)]
+
+    answers = predictor.stream(lines())
+    first = next(answers)
+    assert len(read) == 4  # one batch read, not the whole input
+    rest = list(answers)
+    assert len(rest) == 999 and len(read) == 1000
+    alone = predictor.predict(REVIEWS)
+    assert [a["score"] for a in [first, *rest][: 2 * len(REVIEWS)]] == pytest.approx(
+        [a["score"] for a in alone] * 2, abs=1e-6)
+
+
+def test_predict_reads_the_checkpoint_once(trained, tmp_path, monkeypatch):
+    reads = []
+    real = torch.load
+
+    def counted(f, *args, **kwargs):
+        reads.append(str(f))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    (tmp_path / "new.txt").write_text("superb fun\nawful\n")
+    assert run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "new.txt"),
+                   "--prediction_writer.output_path", str(tmp_path / "out.csv"),
+                   "--trainer.enable_progress_bar", "false") == 0
+    assert reads == [str(trained["best"])]
+    assert [r["label"] for r in csv.DictReader(open(tmp_path / "out.csv"))] == ["positive", "negative"]
+
+
+def test_the_onnx_export_runs_in_onnxruntime_to_the_same_scores(trained, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from sentiment.text import TextEncoder
+
+    out = tmp_path / "model.onnx"
+    assert run_cli("export", "--ckpt_path", str(trained["best"]), "--output", str(out)) == 0
+    assert capsys.readouterr().out.startswith(f"Wrote {out} (")
+    # README's example: the vocabulary, tokenizer settings and labels come from the model's metadata
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    encoder, labels = TextEncoder.from_dict(json.loads(meta["text_encoder"])), json.loads(meta["labels"])
+    predictor = Predictor.from_checkpoint(trained["best"], bfloat16=False)
+    assert encoder == predictor.encoder and labels == ["negative", "positive"]
+    assert (json.loads(meta["max_length"]), json.loads(meta["truncation"])) == (128, "head_tail")
+    for batch in (REVIEWS, REVIEWS[3:4], REVIEWS * 7):  # other batch sizes and lengths than the export's example
+        input_ids, lengths = encoder.encode_batch(batch)
+        (probabilities,) = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
+        expected = [a["score"] for a in predictor.predict(batch)]
+        np.testing.assert_allclose(probabilities[:, 1], expected, atol=1e-4)
+        np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
+
+
+def test_an_export_that_fails_leaves_no_file(tmp_path, capsys):
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    assert run_cli("export", "--ckpt_path", str(tmp_path / "bad.ckpt"), "--output", str(tmp_path / "m.onnx")) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.ckpt'}: not a PyTorch checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
