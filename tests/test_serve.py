@@ -1,5 +1,6 @@
 """`sentiment serve` in a subprocess on a free loopback port: every endpoint, every error, and the page in Chromium."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli
 
 from sentiment.serve import start_server
@@ -20,14 +22,17 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 class Client:
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, key: str | None = None) -> None:
+        self.port, self.key = port, key
 
     def request(self, method: str, path: str, body: bytes | str | None = None,
                 content_type: str = "application/json") -> tuple[int, str, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": content_type} if body is not None else {}
+        if self.key is not None:
+            headers["X-API-Key"] = self.key
         try:
-            conn.request(method, path, body, {"Content-Type": content_type} if body is not None else {})
+            conn.request(method, path, body, headers)
             response = conn.getresponse()
             return response.status, response.getheader("Content-Type", ""), response.read()
         finally:
@@ -38,12 +43,22 @@ class Client:
         return status, json.loads(body)
 
 
-def serve(ckpt: Path, *options: str) -> tuple[subprocess.Popen, Client]:
+def serve(ckpt: Path, *options: str, **popen) -> tuple[subprocess.Popen, Client]:
     try:
-        process, port = start_server(ckpt, *options)
+        process, port = start_server(ckpt, *options, **popen)
     except RuntimeError as e:
         pytest.fail(str(e))
     return process, Client(port)
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Ctrl-C the server; what it printed."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=30)[0] or ""
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[0] or ""
 
 
 def children(pid: int) -> set[int]:
@@ -68,11 +83,16 @@ def server(trained):
     """The tiny model served with small limits (2 texts, 200 bytes each) so the limit cases stay cheap."""
     process, client = serve(trained["best"], "--max_texts", "2", "--max_text_bytes", "200")
     yield client
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def keyed(trained):
+    """The tiny model behind a key (from the environment) and a 2-second time limit."""
+    process, client = serve(trained["best"], "--timeout", "2", env={**os.environ, "SENTIMENT_API_KEY": "s3cret"})
+    client.key = "s3cret"
+    yield process, client
+    stop(process)
 
 
 def test_health_answers_ok(server):
@@ -163,6 +183,63 @@ def test_a_stop_signal_ends_the_server_and_every_process_it_started(trained, sig
     assert not started & {int(p.name) for p in Path("/proc").glob("[0-9]*")}
 
 
+def test_info_describes_the_model(server, trained):
+    status, content_type, body = server.request("GET", "/info")
+    assert status == 200 and content_type == "application/json"
+    weights = torch.load(trained["best"], weights_only=True)["state_dict"]
+    assert json.loads(body) == {
+        "labels": ["negative", "positive"], "max_length": 128, "truncation": "head_tail", "checkpoint": "best.ckpt",
+        "parameters": sum(w.numel() for k, w in weights.items() if k.startswith("net."))}
+
+
+def test_an_api_key_guards_predict_and_info_but_not_health_or_the_page(keyed):
+    _, client = keyed
+    for key in (None, "wrong", "s3cre"):
+        stranger = Client(client.port, key)
+        for method, path, body in (("POST", "/predict", '{"texts": ["superb"]}'), ("GET", "/info", None)):
+            status, content_type, answer = stranger.request(method, path, body)
+            assert (status, content_type) == (401, "application/json"), (key, path)
+            assert "X-API-Key" in json.loads(answer)["detail"]
+        assert stranger.request("GET", "/health")[::2] == (200, b"ok")
+        assert stranger.request("GET", "/")[0] == 200  # the page asks for the key itself
+    status, answer = client.predict({"texts": ["brilliant superb fun", "awful dull waste"]})
+    assert status == 200 and [p["label"] for p in answer["predictions"]] == ["positive", "negative"]
+    assert client.request("GET", "/info")[0] == 200
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_request_not_answered_in_time_gets_504_and_the_server_recovers(keyed):
+    process, client = keyed
+    (model,) = [pid for pid in children(process.pid) if "spawn_main" in _cmdline(pid)]  # LitServe's model process
+    os.kill(model, signal.SIGSTOP)  # a model that hangs
+    try:
+        start = time.monotonic()
+        status, answer = client.predict({"texts": ["superb"]})
+        waited = time.monotonic() - start
+    finally:
+        os.kill(model, signal.SIGCONT)
+    assert (status, answer) == (504, {"detail": "no answer within 2 s (--timeout)"})
+    assert 2 <= waited < 10
+    status, answer = client.predict({"texts": ["awful dull waste"]})
+    assert status == 200 and answer["predictions"][0]["label"] == "negative"
+
+
+@pytest.mark.slow
+def test_serving_beyond_this_machine_without_a_key_warns_in_one_line(trained):
+    process, client = serve(trained["best"], "--host", "0.0.0.0")
+    assert client.request("GET", "/health")[0] == 200
+    printed = stop(process).splitlines()
+    assert [line for line in printed if line.startswith("warning:")] == [
+        "warning: serving on 0.0.0.0 without --api_key: anyone who can reach port "
+        f"{client.port} can use the model"]
+
+
 def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
     assert run_cli("serve", "--ckpt_path", str(tmp_path / "bad.ckpt")) == 1
@@ -170,7 +247,7 @@ def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, value", [("--max_texts", "0"), ("--max_text_bytes", "0"), ("--max_batch_size", "0"),
-                                           ("--batch_timeout", "-1.0"), ("--threads", "0")])
+                                           ("--batch_timeout", "-1"), ("--threads", "0")])
 def test_serve_refuses_a_limit_out_of_range_in_one_line(trained, capsys, option, value):
     assert run_cli("serve", "--ckpt_path", str(trained["best"]), option, value) == 1
     bound = 0 if option == "--batch_timeout" else 1
@@ -181,10 +258,11 @@ def test_a_batch_mixing_explained_and_plain_requests_answers_each_in_its_own_sha
     # requests that arrive together are classified in one batch; those asking for explanations are answered
     # with them, the others without, each with the scores its texts get alone
     from sentiment.classifier import SentimentClassifier
+    from sentiment.predictor import Predictor
     from sentiment.serve import PredictRequest, SentimentAPI
 
-    api = SentimentAPI(str(trained["best"]), max_texts=8, max_text_bytes=1000, threads=1, max_batch_size=8,
-                       batch_timeout=0.0)
+    api = SentimentAPI(Predictor.from_checkpoint(trained["best"]), max_texts=8, max_text_bytes=1000, threads=1,
+                       max_batch_size=8, batch_timeout=0.0)
     api.setup("cpu")
     requests = [PredictRequest(texts=["brilliant superb fun", "awful"]),
                 PredictRequest(texts=["dull waste of time"], explain=True),
@@ -208,32 +286,63 @@ def test_serve_help_names_every_option():
         assert option in out
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("SENTIMENT_REQUIRE_BROWSER"),
-                    reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
+needs_browser = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("SENTIMENT_REQUIRE_BROWSER"),
+                                   reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+@contextlib.contextmanager
+def chromium():
     from playwright.sync_api import sync_playwright
 
-    review = "An awful, dull and boring film: a waste."
-    expected = server.predict({"texts": [review]})[1]["predictions"][0]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.port}/")
-            page.keyboard.type(review)  # the text box has the focus: no mouse needed
-            page.keyboard.press("Control+Enter")
-            page.wait_for_selector("#verdict.negative", timeout=15_000)
-            shown = page.inner_text("#verdict")
-            assert shown == f"negative ({round(expected['score'] * 100)}% positive)"
-            assert page.get_attribute("#meter", "aria-valuenow") == str(round(expected["score"] * 100))
-            assert page.locator("#words span").count() == 8  # every word read, highlighted by its weight
-            page.fill("#review", "Superb, brilliant, wonderful fun.")
-            page.click("#classify")
-            page.wait_for_selector("#verdict.positive", timeout=15_000)
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+            yield browser
         finally:
             browser.close()
+
+
+@needs_browser
+def test_the_page_asks_for_the_key_of_a_keyed_server_and_then_answers(keyed):
+    _, client = keyed
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{client.port}/")
+        page.wait_for_selector("#keyrow:not([hidden])", timeout=15_000)  # /info said 401: the key field shows
+        page.fill("#key", "wrong")
+        page.fill("#review", "Superb, brilliant, wonderful fun.")
+        page.click("#classify")
+        page.wait_for_selector("#error:has-text('API key')", timeout=15_000)
+        page.fill("#key", "s3cret")
+        page.click("#classify")
+        page.wait_for_selector("#verdict.positive", timeout=15_000)
+        page = browser.new_page()  # the key in the address, as README shows
+        page.goto(f"http://127.0.0.1:{client.port}/#key=s3cret")
+        page.fill("#review", "An awful, dull and boring film: a waste.")
+        page.click("#classify")
+        page.wait_for_selector("#verdict.negative", timeout=15_000)
+        assert page.is_hidden("#keyrow")
+
+
+@needs_browser
+def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
+    review = "An awful, dull and boring film: a waste."
+    expected = server.predict({"texts": [review]})[1]["predictions"][0]
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.keyboard.type(review)  # the text box has the focus: no mouse needed
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#verdict.negative", timeout=15_000)
+        shown = page.inner_text("#verdict")
+        assert shown == f"negative ({round(expected['score'] * 100)}% positive)"
+        assert page.get_attribute("#meter", "aria-valuenow") == str(round(expected["score"] * 100))
+        assert page.locator("#words span").count() == 8  # every word read, highlighted by its weight
+        page.fill("#review", "Superb, brilliant, wonderful fun.")
+        page.click("#classify")
+        page.wait_for_selector("#verdict.positive", timeout=15_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 1000
