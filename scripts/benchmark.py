@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if "lightning" in sections:
             bench_lightning(cli, report, steps)
         if sections & {"predict", "serve"}:
-            ckpt = bench_predict(texts, train_file, work, report)
+            ckpt = bench_predict(texts, labels, train_file, work, report, rounds=1 if args.quick else 3)
             if "serve" in sections:
                 bench_serve(texts, ckpt, report, requests=200 if args.quick else 2000)
         if "cores" in sections:

@@ -255,7 +255,8 @@ class SentimentClassifier(L.LightningModule):
         return Predictor(self.net, self.text_encoder, **options)
 
     def on_predict_start(self) -> None:
-        self._predicting = self.predictor()
+        # the Trainer's precision; the predictor's worker threads set it themselves (autocast is per thread)
+        self._predicting = self.predictor(bfloat16=self.trainer.precision.startswith("bf16"))
         self.net.keep_inference_casts()  # the weights stay fixed while predicting
 
     def on_predict_end(self) -> None:
@@ -265,10 +266,11 @@ class SentimentClassifier(L.LightningModule):
         """Answers for a batch of raw ``text`` (or of ``input_ids`` and ``lengths``), in the Trainer's precision,
         with the batch's row ``index`` and ``id``."""
         predictor = self._predicting
-        inputs = (batch["input_ids"], batch["lengths"]) if "input_ids" in batch else \
-            predictor.encoder.encode_batch(batch["text"])
-        return {"index": batch.get("index"), "id": batch.get("id"),
-                "answers": predictor.answers(predictor.probabilities(*inputs).float())}
+        if "input_ids" in batch:
+            probabilities = predictor.probabilities(batch["input_ids"], batch["lengths"]).float()
+        else:  # raw text, read in the predictor's batches on its worker threads
+            probabilities = predictor.probabilities_of(batch["text"])
+        return {"index": batch.get("index"), "id": batch.get("id"), "answers": predictor.answers(probabilities)}
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
         """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order

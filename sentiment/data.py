@@ -206,7 +206,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 42,
         batch_size: int = 64,
-        predict_batch_size: int = 256,
+        predict_batch_size: int = 1024,  # the model reads it in batches of 256, two at once on two cores
         num_workers: int = 0,
         download: bool = True,
         url: str = IMDB_URL,

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain, islice
 from typing import Any
 
 import torch
@@ -32,32 +35,45 @@ LABELS = ("negative", "positive")  # a binary model's one logit: > 0 is the seco
 class Predictor:
     """Raw reviews in, labels and probabilities out, in input order.
 
+    Batches run on ``threads`` worker threads at once, one core each: on two cores that reads 1.2x as many
+    reviews a second as one batch at a time on two cores (BENCHMARKS.md), since a recurrence's small steps
+    keep two cores of one batch waiting on each other, while two batches do not wait at all.
+
     Args:
         net: the trained network (put in eval mode while predicting).
         encoder: the text encoder it was trained with.
         bfloat16: compute the recurrence in bfloat16 (the output layer stays float32); default: where the CPU
             does bfloat16 natively, as ``sentiment predict`` does.
         batch_size: reviews per forward pass.
+        threads: batches read at once, each with one torch thread (default: one per available core; 1: one
+            batch at a time, with torch's own threads).
     """
 
     def __init__(self, net: SentimentNet, encoder: TextEncoder, bfloat16: bool | None = None,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.net, self.encoder, self.batch_size = net, encoder, batch_size
         self.bfloat16 = native_bfloat16() if bfloat16 is None else bfloat16
+        self.threads = threads or len(os.sched_getaffinity(0))
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         self.labels = LABELS
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> Predictor:
         """Read a checkpoint written by ``sentiment fit`` (as data only: nothing in it runs) and hold its model.
 
-        ``options`` are ``Predictor``'s own (``bfloat16``, ``batch_size``).
+        ``options`` are ``Predictor``'s own (``bfloat16``, ``batch_size``, ``threads``).
         """
         checkpoint = read_checkpoint(path)
         predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), **options)
         predictor.net.keep_inference_casts()  # this network's weights never change
         return predictor
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to another process (the server's model process): no threads
+        return {**self.__dict__, "_pool": None}
 
     # --- classifying -----------------------------------------------------------------------------------
 
@@ -70,12 +86,33 @@ class Predictor:
 
     def stream(self, texts: Iterable[str]) -> Iterator[dict[str, Any]]:
         """``predict`` for an iterable of any length (a file read line by line, say): answers come as the
-        batches are read, and memory stays that of one batch."""
+        batches are read, and memory stays that of a few batches."""
         texts = iter(texts)
-        while batch := list(islice(texts, self.batch_size)):
-            with self.running():  # not across the yields: the caller's code runs in its own mode
-                probabilities = self.probabilities(*self.encoder.encode_batch(batch))
-            yield from self.answers(probabilities)
+        batches = iter(lambda: list(islice(texts, self.batch_size)), [])
+        head = list(islice(batches, 2))
+        if len(head) < 2 or self.threads == 1:  # one batch (a single review, say): all cores on it, no waiting
+            for batch in chain(head, batches):
+                yield from self.answers(self.probabilities_of(batch))
+            return
+        with self._evaluating():  # the workers share the network
+            pending: deque[Future] = deque()
+            for batch in chain(head, batches):
+                pending.append(self._workers().submit(self._worker_probabilities, batch))
+                if len(pending) > self.threads:  # at most one batch waits beside those being read
+                    yield from self.answers(pending.popleft().result())
+            while pending:
+                yield from self.answers(pending.popleft().result())
+
+    def probabilities_of(self, texts: Sequence[str]) -> torch.Tensor:
+        """Probability that each review is positive (float32), in batches of ``batch_size`` on the worker
+        threads when there are several."""
+        parts = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        if len(parts) <= 1 or self.threads == 1:
+            with self.running():
+                return torch.cat([self.probabilities(*self.encoder.encode_batch(p)).float() for p in parts]
+                                 or [torch.empty(0)])
+        with self._evaluating():
+            return torch.cat(list(self._workers().map(self._worker_probabilities, parts)))
 
     def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Probability that each review is positive (B), in the caller's precision (``running`` sets ours)."""
@@ -113,10 +150,42 @@ class Predictor:
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Eval mode, no autograd, and this predictor's precision; the network's mode is restored after."""
+        with self._evaluating(), self._computing():
+            yield
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
         was_training = self.net.training
         self.net.eval()
         try:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
-                yield
+            yield
         finally:
             self.net.train(was_training)
+
+    def _computing(self) -> contextlib.AbstractContextManager:
+        """No autograd, and this predictor's precision: both are per thread, so each worker enters them itself."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16))
+        return stack
+
+    def _worker_probabilities(self, texts: Sequence[str]) -> torch.Tensor:
+        with self._computing():
+            return self.probabilities(*self.encoder.encode_batch(texts)).float()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """``threads`` worker threads of one torch thread each, started together; every other thread keeps the
+        count it had."""
+        if self._pool is None:
+            saved = torch.get_num_threads()
+            started = threading.Barrier(self.threads)
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sentiment-predict", initializer=_one_thread)
+            list(pool.map(lambda _: started.wait(), range(self.threads)))  # every worker exists now
+            torch.set_num_threads(saved)  # torch's default for new threads, which the workers' setting changed
+            self._pool = pool
+        return self._pool
+
+
+def _one_thread() -> None:
+    torch.get_num_threads()  # torch sets a new thread's count from its default on first use: let it, then ours
+    torch.set_num_threads(1)

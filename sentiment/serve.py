@@ -170,7 +170,7 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if batch_timeout >= timeout:
         raise DataError(f"--batch_timeout ({batch_timeout:g} s) must be shorter than --timeout ({timeout:g} s)")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    predictor = Predictor.from_checkpoint(ckpt_path)  # a bad file gets one line here, before any process starts
+    predictor = Predictor.from_checkpoint(ckpt_path, threads=threads)  # a bad file: one line here, before any process
     server = build_server(predictor, Path(ckpt_path).name, max_texts, max_text_bytes, threads, max_batch_size,
                           batch_timeout, api_key, timeout)
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`, systemd, docker stop: a clean shutdown

@@ -15,7 +15,8 @@ def test_benchmark_quick_pass_runs_every_section(tmp_path):
                           "--output", str(tmp_path / "B.md")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     for row in ("tokenize + vocabulary + encode", "training throughput, default recipe",
-                "`Trainer` + SentimentClassifier", "`sentiment predict`", "`SentimentClassifier.predict`",
+                "`Trainer` + SentimentClassifier", "fastText (C++, bigrams)", "`Predictor.predict`",
+                "`sentiment predict`", "start-up: `import sentiment.predictor`", "`sentiment serve --api_key`",
                 "DDP, 2 processes"):
         assert row in out.stdout, row
     assert not (tmp_path / "B.md").exists()  # --quick writes nothing

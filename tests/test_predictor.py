@@ -84,7 +84,7 @@ def test_stream_answers_as_it_reads_and_keeps_order(trained):
 
     answers = predictor.stream(lines())
     first = next(answers)
-    assert len(read) == 4  # one batch read, not the whole input
+    assert 4 <= len(read) <= 4 * (predictor.threads + 1)  # a batch for each worker and one more, not the input
     rest = list(answers)
     assert len(rest) == 999 and len(read) == 1000
     alone = predictor.predict(REVIEWS)
@@ -137,3 +137,23 @@ def test_an_export_that_fails_leaves_no_file(tmp_path, capsys):
     assert run_cli("export", "--ckpt_path", str(tmp_path / "bad.ckpt"), "--output", str(tmp_path / "m.onnx")) == 1
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.ckpt'}: not a PyTorch checkpoint")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
+
+
+def test_batches_on_worker_threads_give_the_answers_of_one_batch_at_a_time_and_leave_torch_threads_alone(trained):
+    import threading
+
+    texts = [REVIEWS[i % len(REVIEWS)] + " film" * (i % 7) for i in range(50)]
+    alone = Predictor.from_checkpoint(trained["best"], bfloat16=False, batch_size=8, threads=1).predict(texts)
+    before = torch.get_num_threads()
+    workers = Predictor.from_checkpoint(trained["best"], bfloat16=False, batch_size=8, threads=3)
+    together = workers.predict(texts)
+    assert [a["score"] for a in together] == pytest.approx([a["score"] for a in alone], abs=1e-6)
+    assert [a["label"] for a in together] == [a["label"] for a in alone]
+    assert workers.probabilities_of(texts).tolist() == pytest.approx([a["score"] for a in alone], abs=1e-6)
+    # each worker reads with one torch thread; this thread, and threads started later, keep torch's count
+    assert set(workers._workers().map(lambda _: torch.get_num_threads(), range(6))) == {1}
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert torch.get_num_threads() == before and seen == [before]

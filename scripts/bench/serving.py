@@ -15,6 +15,9 @@ from bench.common import Report
 from sentiment.serve import start_server
 
 
+KEY = "benchmark-key"  # served as a server facing a network would be: behind a key
+
+
 def _load(port: int, texts: list[str], requests: int, clients: int) -> tuple[float, list[float], int]:
     """``requests`` single-review POST /predict calls from ``clients`` keep-alive connections at once."""
     latencies: list[float] = []
@@ -33,7 +36,7 @@ def _load(port: int, texts: list[str], requests: int, clients: int) -> tuple[flo
             body = json.dumps({"texts": [texts[i % len(texts)]]})
             start = time.perf_counter()
             try:
-                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/predict", body, {"Content-Type": "application/json", "X-API-Key": KEY})
                 response = conn.getresponse()
                 ok = response.status == 200 and len(json.loads(response.read())["predictions"]) == 1
             except (OSError, http.client.HTTPException, ValueError):
@@ -53,7 +56,7 @@ def _load(port: int, texts: list[str], requests: int, clients: int) -> tuple[flo
 
 
 def bench_serve(texts: list[str], ckpt: Path, report: Report, requests: int, clients: int = 16) -> None:
-    server, port = start_server(ckpt, cwd=ckpt.parent, stdout=subprocess.DEVNULL)
+    server, port = start_server(ckpt, "--api_key", KEY, cwd=ckpt.parent, stdout=subprocess.DEVNULL)
     try:
         _load(port, texts, min(200, requests), clients)  # warm up
         elapsed, latencies, failures = _load(port, texts, requests, clients)
@@ -61,6 +64,6 @@ def bench_serve(texts: list[str], ckpt: Path, report: Report, requests: int, cli
         server.terminate()
         server.wait(timeout=60)
     ms = np.percentile(latencies, [50, 99]) * 1000
-    report.add(f"`sentiment serve`, {requests:,} single-review requests from {clients} clients (loopback)",
+    report.add(f"`sentiment serve --api_key`, {requests:,} single-review requests from {clients} clients (loopback)",
                f"p50 {ms[0]:.1f} ms, p99 {ms[1]:.1f} ms", "p99 < 50 ms, no failure",
                f"{requests / elapsed:,.0f} requests/s, {failures} failed")
