@@ -13,6 +13,7 @@ _HOMES = {
     "configure_cpu": "sentiment.cpu",
     "SentimentDataModule": "sentiment.data",
     "DataError": "sentiment.errors",
+    "Predictor": "sentiment.predictor",
     "SentimentNet": "sentiment.model",
     "TextEncoder": "sentiment.text",
     "Vocab": "sentiment.text",

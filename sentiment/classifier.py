@@ -267,10 +267,16 @@ class SentimentClassifier(L.LightningModule):
         with the batch's row ``index`` and ``id``."""
         predictor = self._predicting
         if "input_ids" in batch:
-            probabilities = predictor.probabilities(batch["input_ids"], batch["lengths"]).float()
+            answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"]).float())
         else:  # raw text, read in the predictor's batches on its worker threads
-            probabilities = predictor.probabilities_of(batch["text"])
-        return {"index": batch.get("index"), "id": batch.get("id"), "answers": predictor.answers(probabilities)}
+            answers = predictor.predict(batch["text"])
+        return {"index": batch.get("index"), "id": batch.get("id"), "answers": answers}
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A predict batch's raw texts stay where they are: Lightning would visit every string to move it
+        if isinstance(batch, dict) and "text" in batch:
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
         """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order

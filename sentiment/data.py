@@ -206,7 +206,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 42,
         batch_size: int = 64,
-        predict_batch_size: int = 1024,  # the model reads it in batches of 256, two at once on two cores
+        predict_batch_size: int = 4096,  # read in batches of 256 on the workers, which idle only between these
         num_workers: int = 0,
         download: bool = True,
         url: str = IMDB_URL,
@@ -307,7 +307,7 @@ class SentimentDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.predict_batch_size,
                                     self.hparams.text_column, self.hparams.id_column)
-        return DataLoader(dataset, batch_size=None)
+        return DataLoader(dataset, batch_size=None, collate_fn=_as_batch)  # batches as read, not visited
 
     def dataset(self, split: str) -> EncodedReviews:
         """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""

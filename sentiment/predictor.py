@@ -90,29 +90,18 @@ class Predictor:
         texts = iter(texts)
         batches = iter(lambda: list(islice(texts, self.batch_size)), [])
         head = list(islice(batches, 2))
-        if len(head) < 2 or self.threads == 1:  # one batch (a single review, say): all cores on it, no waiting
-            for batch in chain(head, batches):
-                yield from self.answers(self.probabilities_of(batch))
-            return
-        with self._evaluating():  # the workers share the network
+        with self._evaluating():
+            if len(head) < 2 or self.threads == 1:  # one batch (a single review, say): all cores on it
+                for batch in chain(head, batches):
+                    yield from self._answer(batch)
+                return
             pending: deque[Future] = deque()
             for batch in chain(head, batches):
-                pending.append(self._workers().submit(self._worker_probabilities, batch))
+                pending.append(self._workers().submit(self._answer, batch))
                 if len(pending) > self.threads:  # at most one batch waits beside those being read
-                    yield from self.answers(pending.popleft().result())
+                    yield from pending.popleft().result()
             while pending:
-                yield from self.answers(pending.popleft().result())
-
-    def probabilities_of(self, texts: Sequence[str]) -> torch.Tensor:
-        """Probability that each review is positive (float32), in batches of ``batch_size`` on the worker
-        threads when there are several."""
-        parts = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        if len(parts) <= 1 or self.threads == 1:
-            with self.running():
-                return torch.cat([self.probabilities(*self.encoder.encode_batch(p)).float() for p in parts]
-                                 or [torch.empty(0)])
-        with self._evaluating():
-            return torch.cat(list(self._workers().map(self._worker_probabilities, parts)))
+                yield from pending.popleft().result()
 
     def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Probability that each review is positive (B), in the caller's precision (``running`` sets ours)."""
@@ -169,9 +158,10 @@ class Predictor:
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16))
         return stack
 
-    def _worker_probabilities(self, texts: Sequence[str]) -> torch.Tensor:
+    def _answer(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One batch, tokenized, read and answered on the calling thread (a worker's, or the caller's)."""
         with self._computing():
-            return self.probabilities(*self.encoder.encode_batch(texts)).float()
+            return self.answers(self.probabilities(*self.encoder.encode_batch(texts)).float())
 
     def _workers(self) -> ThreadPoolExecutor:
         """``threads`` worker threads of one torch thread each, started together; every other thread keeps the
