@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sentiment.checkpoint import write_checkpoint
 from sentiment.io import atomic_open
+from sentiment.labels import numeric_values
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -137,8 +138,10 @@ class AutoSave(Checkpoint):
 class PredictionWriter(BasePredictionWriter):
     """Writes one CSV row per input review, in input order, batch by batch (memory stays flat).
 
-    Columns: ``index`` (0-based row of the input), ``label`` (positive/negative), ``score`` (probability
-    of positive) and ``id`` when the input has an id column. The file appears only once complete.
+    Columns: ``index`` (0-based row of the input), ``label`` (the predicted class), ``score`` (its
+    probability), ``p_<label>`` for every class (for a binary model ``p_positive`` is the probability that the
+    review is positive), ``expected`` where the labels are numbers (the probability-weighted label), and ``id``
+    when the input has an id column. The file appears only once complete.
 
     Args:
         output_path: the CSV file to write.
@@ -166,17 +169,30 @@ class PredictionWriter(BasePredictionWriter):
         ids = prediction.get("id")
         if self._writer is None:
             self._writer = csv.writer(self._file)
-            self._writer.writerow(["index", "label", "score"] + (["id"] if ids is not None else []))
-        rows = [[i, a["label"], f"{a['score']:.6f}"] for i, a in zip(index, answers)]
+            self._writer.writerow(self._header(pl_module, ids is not None))
+        expected = "expected" in self._columns
+        rows = []
+        for i, a in zip(index, answers):
+            row = [i, a["label"], f"{a['score']:.6f}", *(f"{p:.6f}" for p in a["scores"].values())]
+            if expected:
+                row.append(f"{a['expected']:.4f}")
+            rows.append(row)
         if ids is not None:
             for row, id_ in zip(rows, ids):
                 row.append(id_)
         self._writer.writerows(rows)
         self.rows += len(rows)
 
+    def _header(self, pl_module, with_id: bool) -> list[str]:
+        labels = pl_module.labels
+        self._columns = ["index", "label", "score", *(f"p_{label}" for label in labels)]
+        if numeric_values(labels) is not None:
+            self._columns.append("expected")
+        return self._columns + (["id"] if with_id else [])
+
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._writer is None:  # no input rows: still a well-formed file
-            csv.writer(self._file).writerow(["index", "label", "score"])
+            csv.writer(self._file).writerow(self._header(pl_module, False))
         output, self._output, self._file = self._output, None, None
         output.__exit__(None, None, None)  # flush, fsync, rename into place
         rank_zero_info(f"Wrote {self.rows} predictions to {self.output_path}")

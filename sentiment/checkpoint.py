@@ -18,13 +18,15 @@ import torch
 
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
+from sentiment.labels import BINARY
 from sentiment.model import SentimentNet
 from sentiment.text import TextEncoder
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
+CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.calibration)
 NETWORK_PREFIX = "net."  # the network's weights in the LightningModule's state_dict
 # What rebuilds the network: SentimentNet's own arguments, read from the checkpoint's hyperparameters
-NETWORK_SETTINGS = tuple(inspect.signature(SentimentNet).parameters)
+NETWORK_SETTINGS = tuple(k for k in inspect.signature(SentimentNet).parameters if k != "num_classes")  # from labels
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -66,11 +68,21 @@ def network_settings(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_network(checkpoint: Mapping[str, Any]) -> SentimentNet:
     """The trained network of a checkpoint read by ``read_checkpoint``, in eval mode."""
-    net = SentimentNet(**network_settings(checkpoint["hyper_parameters"]))
+    net = SentimentNet(**network_settings(checkpoint["hyper_parameters"]), num_classes=len(load_labels(checkpoint)))
     weights = {key[len(NETWORK_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
                if key.startswith(NETWORK_PREFIX)}
     net.load_state_dict(weights)
     return net.eval()
+
+
+def load_labels(checkpoint: Mapping[str, Any]) -> tuple[str, ...]:
+    """The classes a checkpoint's model tells apart, in order; checkpoints from before label sets: binary."""
+    return tuple(checkpoint["hyper_parameters"].get("classes") or BINARY)
+
+
+def load_temperature(checkpoint: Mapping[str, Any]) -> float:
+    """The temperature that calibrates the model's probabilities (1.0 where none was fitted)."""
+    return float((checkpoint.get(CALIBRATION_KEY) or {}).get("temperature", 1.0))
 
 
 def load_text_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike = "checkpoint") -> TextEncoder:

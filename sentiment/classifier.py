@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchmetrics import MetricCollection
+from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -25,19 +24,29 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryPrecision,
     BinaryRecall,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
 )
 
-from sentiment.checkpoint import ENCODER_KEY
+from sentiment.calibration import calibrate
+from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY
 from sentiment.errors import DataError
-from sentiment.model import SentimentNet, adversarial_losses, binary_loss
+from sentiment.labels import BINARY, numeric_values
+from sentiment.model import SentimentNet, adversarial_losses, classification_loss, probabilities
 from sentiment.predictor import Predictor
 from sentiment.text import TextEncoder, Vocab
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
+ClassWeights = Literal["none", "balanced"]
 
 
 class SentimentClassifier(L.LightningModule):
-    """Binary sentiment classifier over token ids, logging accuracy, F1, precision, recall and AUROC.
+    """Sentiment classifier over token ids for any label set, logging accuracy, F1, precision, recall, AUROC and
+    the calibration error (and, for numeric labels such as star ratings, the mean absolute error).
 
     The defaults are the recipe we recommend (``configs/imdb.yaml``): ``SentimentClassifier(vocab_size=...)``
     is the good model. The network's settings are ``SentimentNet``'s arguments, passed through as they are
@@ -46,12 +55,17 @@ class SentimentClassifier(L.LightningModule):
     Args:
         vocab_size: number of token ids (linked from the data module by the CLI; read from the
             checkpoint when predicting).
+        classes: the label set, in order (linked from the data module by the CLI: ``dm.label_names``;
+            default: negative, positive); two classes train one logit with a sigmoid, more a logit per class
+            with a softmax.
         pad_id: id of the padding token.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         lr_schedule: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine`` (warm up, then cosine decay).
         warmup_ratio: share of the training steps spent warming up (``onecycle`` and ``cosine``).
-        label_smoothing: pull the training targets this far towards 0.5.
+        label_smoothing: pull the training targets this far towards the uniform distribution.
+        class_weights: ``balanced``: weigh each training review's loss by the inverse of its class's frequency
+            (for imbalanced data); ``none``: every review alike.
         adversarial: adversarial training: the norm of the shift of each review's embeddings along the loss
             gradient, trained on beside the clean input (0: off; about twice the training time).
         **network: the network's settings: ``SentimentNet``'s arguments (``embed_dim``, ``hidden_dim``, ``cell``,
@@ -61,12 +75,14 @@ class SentimentClassifier(L.LightningModule):
     def __init__(
         self,
         vocab_size: int | None = None,
+        classes: list[str] | None = None,
         pad_id: int = Vocab.pad_id,
         lr: float = 4e-3,
         weight_decay: float = 0.01,
         lr_schedule: LrSchedule = "onecycle",
         warmup_ratio: float = 0.1,
         label_smoothing: float = 0.0,
+        class_weights: ClassWeights = "none",
         adversarial: float = 2.0,  # gains more than a wider or longer model for the same time (BENCHMARKS.md)
         **network: Any,
     ) -> None:
@@ -74,20 +90,39 @@ class SentimentClassifier(L.LightningModule):
         if vocab_size is None:
             raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
+        if "num_classes" in network:
+            raise ValueError("the number of classes comes from classes=[...], the label set")
+        self.labels = tuple(classes) if classes else BINARY
         self.save_hyperparameters()
-        self.net = SentimentNet(vocab_size, pad_id=pad_id, unk_id=Vocab.unk_id, **network)
+        self.hparams.classes = list(self.labels)  # plain strings: checkpoints load with weights_only
+        self.net = SentimentNet(vocab_size, pad_id=pad_id, unk_id=Vocab.unk_id, num_classes=len(self.labels),
+                                **network)
         # every network setting, defaults included: a checkpoint rebuilds its network whatever the defaults become
+        derived = ("unk_id", "num_classes")  # from the vocabulary and the labels
         defaults = {k: p.default for k, p in inspect.signature(SentimentNet).parameters.items()
-                    if p.default is not p.empty and k not in self.hparams and k != "unk_id"}
+                    if p.default is not p.empty and k not in self.hparams and k not in derived}
         self.save_hyperparameters({**self.hparams, **defaults})
         self.text_encoder: TextEncoder | None = None
-        metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
-                                    "recall": BinaryRecall(), "auroc": BinaryAUROC()})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.train_acc = BinaryAccuracy(validate_args=False)  # our own decisions and 0/1 labels: half the cost
-        self.val_confusion = BinaryConfusionMatrix()
+        self.temperature = 1.0  # fitted on validation (sentiment.calibration); travels in checkpoints
+        self.values = numeric_values(self.labels)  # star ratings and other numbers: their values, for `mae`
+        k = len(self.labels)
+        if k == 2:  # today's binary metrics, keys and meanings
+            metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
+                       "recall": BinaryRecall(), "auroc": BinaryAUROC()}
+            self.train_acc = BinaryAccuracy(validate_args=False)  # our own decisions and 0/1 labels: half the cost
+            self.val_confusion = BinaryConfusionMatrix()
+        else:
+            metrics = {"acc": MulticlassAccuracy(k, average="micro"), "f1": MulticlassF1Score(k),
+                       "precision": MulticlassPrecision(k), "recall": MulticlassRecall(k), "auroc": MulticlassAUROC(k),
+                       "class_f1": MulticlassF1Score(k, average=None)}
+            if self.values is not None:
+                metrics["mae"] = MeanAbsoluteError()
+            self.train_acc = MulticlassAccuracy(k, average="micro", validate_args=False)
+            self.val_confusion = MulticlassConfusionMatrix(k)
+        self.val_metrics = MetricCollection(metrics, prefix="val/", compute_groups=False)
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.register_buffer("class_weight", None, persistent=False)  # set in setup() when balanced
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, lengths)
@@ -97,28 +132,52 @@ class SentimentClassifier(L.LightningModule):
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         labels = batch["labels"]
         n = labels.numel()
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        if stage == "train" and self.hparams.adversarial > 0:
+        train = stage == "train"
+        smoothing = self.hparams.label_smoothing if train else 0.0
+        weight = self.class_weight if train else None
+        if train and self.hparams.adversarial > 0:
             loss, adversarial_loss, logits = adversarial_losses(self.net, batch["input_ids"], batch["lengths"], labels,
-                                                                self.hparams.adversarial, smoothing)
+                                                                self.hparams.adversarial, smoothing, weight)
             objective = loss + adversarial_loss  # what training minimizes; train/loss stays the clean loss
             self.log("train/adversarial_loss", adversarial_loss, batch_size=n)
         else:
             logits = self.net(batch["input_ids"], batch["lengths"])
-            objective = loss = binary_loss(logits, labels, smoothing)
-        if stage == "train":
+            objective = loss = classification_loss(logits, labels, smoothing, weight)
+        if train:
             # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
-            self.train_acc.update((logits.detach() > 0).int(), labels)  # logged once, at the epoch end
+            self.train_acc.update(_decisions(logits.detach()), labels)  # logged once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
             return objective
-        probs = torch.sigmoid(logits.detach())
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(probs, labels)
+        logits = logits.detach().float()
+        self._update(self.val_metrics if stage == "val" else self.test_metrics, logits, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if stage == "val":
-            self.val_confusion.update(probs, labels)
-            self._val_outputs.append((probs.cpu(), labels.cpu()))
+            self.val_confusion.update(_decisions(logits), labels)
+            self._val_outputs.append((logits.cpu(), labels.cpu()))
         return loss
+
+    def _update(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        probs = probabilities(logits)
+        for name, metric in metrics.items(keep_base=True):
+            if name.endswith("mae"):
+                values = torch.as_tensor(self.values, dtype=torch.float32, device=labels.device)
+                metric.update(values[probs.argmax(1)], values[labels])
+            elif len(self.labels) == 2:
+                metric.update(probs[:, 1], labels)
+            else:
+                metric.update(probs, labels)
+
+    def _computed(self, metrics: MetricCollection) -> dict[str, torch.Tensor]:
+        """The metrics as logged: a class's F1 under ``f1/<label>``."""
+        values = metrics.compute()
+        out = {}
+        for key, value in values.items():
+            if key.endswith("class_f1"):
+                stage = key.split("/")[0]
+                out.update({f"{stage}/f1/{label}": v for label, v in zip(self.labels, value)})
+            else:
+                out[key] = value
+        return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
@@ -135,42 +194,72 @@ class SentimentClassifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
+        values = self._computed(self.val_metrics)
         acc = values.pop("val/acc")
         # compute() already gathers every process's reviews; sync_dist only keeps Lightning from warning
         self.log("val/acc", acc, prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
         confusion = self.val_confusion.compute()
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self._val_outputs:
+            logits = torch.cat([x for x, _ in self._val_outputs])
+            labels = torch.cat([y for _, y in self._val_outputs])
+            # the temperature that makes these weights' probabilities honest on validation, kept if it helps
+            self.temperature, _, error = calibrate(logits, labels)
+            self.log("val/ece", error, sync_dist=True)
             self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
                            "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
-            self._log_figures(confusion)
+            self._log_figures(confusion, probabilities(logits / self.temperature), labels)
         self.val_metrics.reset()
         self.val_confusion.reset()
         self._val_outputs.clear()
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.log_dict(self._computed(self.test_metrics), sync_dist=True)
         self.test_metrics.reset()
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage != "predict" and datamodule is not None and hasattr(datamodule, "text_encoder"):
+            encoder = datamodule.text_encoder
+            if len(encoder.vocab) != self.hparams.vocab_size:
+                raise DataError(f"the data's vocabulary has {len(encoder.vocab)} tokens but the model was built "
+                                f"for {self.hparams.vocab_size}; use the data settings the model was trained with")
+            if list(datamodule.label_names) != list(self.labels):
+                raise DataError(f"the data's labels are {', '.join(datamodule.label_names)} but the model was "
+                                f"trained on {', '.join(self.labels)}")
+            self.text_encoder = encoder
+            if stage == "fit" and self.hparams.class_weights == "balanced":
+                counts = torch.tensor(datamodule.class_counts, dtype=torch.float32)
+                self.class_weight = (counts.sum() / (len(counts) * counts)).to(self.device)
 
     def on_fit_start(self) -> None:
         # The hparams tab shows these metrics beside every hyperparameter of the run (model and data).
         if isinstance(self.logger, TensorBoardLogger):
-            params = dict(self.hparams)
+            params = {**self.hparams, "classes": ", ".join(self.labels)}
             if self.trainer.datamodule is not None:
                 params.update({f"data.{k}": v for k, v in self.trainer.datamodule.hparams.items()})
             self.logger.log_hyperparams(params, {"hp/val_acc": 0.0, "hp/val_f1": 0.0, "hp/val_auroc": 0.0})
 
-    def _log_figures(self, confusion: torch.Tensor) -> None:
+    def _log_figures(self, confusion: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
         if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
+        import matplotlib
+
+        matplotlib.use("Agg")  # no screen: draw into memory
+        import matplotlib.pyplot as plt
+
         writer = self.logger.experiment
         step = self.global_step
-        writer.add_image("val/confusion_matrix", confusion_image(confusion.cpu().numpy()), step, dataformats="HWC")
-        if self._val_outputs:
-            probs = torch.cat([p for p, _ in self._val_outputs])
-            labels = torch.cat([t for _, t in self._val_outputs])
-            writer.add_pr_curve("val/pr_curve", labels, probs, step)
+        size = 2 + 0.9 * len(self.labels)
+        figure, axes = plt.subplots(figsize=(size + 0.5, size), layout="constrained")
+        self.val_confusion.plot(confusion.cpu(), ax=axes, labels=list(self.labels))
+        writer.add_figure("val/confusion_matrix", figure, step)
+        plt.close(figure)
+        if len(self.labels) == 2:
+            writer.add_pr_curve("val/pr_curve", labels, probs[:, 1], step)
+        else:
+            for k, label in enumerate(self.labels):
+                writer.add_pr_curve(f"val/pr_curve/{label}", labels == k, probs[:, k], step)
 
     # --- optimizer -----------------------------------------------------------------------------------
 
@@ -223,20 +312,13 @@ class SentimentClassifier(L.LightningModule):
 
     # --- the text encoder travels with the weights -----------------------------------------------------
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage != "predict" and datamodule is not None and hasattr(datamodule, "text_encoder"):
-            encoder = datamodule.text_encoder
-            if len(encoder.vocab) != self.hparams.vocab_size:
-                raise DataError(f"the data's vocabulary has {len(encoder.vocab)} tokens but the model was built "
-                                f"for {self.hparams.vocab_size}; use the data settings the model was trained with")
-            self.text_encoder = encoder
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CALIBRATION_KEY] = {"temperature": self.temperature}
         if self.text_encoder is not None:
             checkpoint[ENCODER_KEY] = self.text_encoder.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.temperature = float((checkpoint.get(CALIBRATION_KEY) or {}).get("temperature", 1.0))
         if ENCODER_KEY not in checkpoint:
             return
         saved = TextEncoder.from_dict(checkpoint[ENCODER_KEY])
@@ -248,11 +330,11 @@ class SentimentClassifier(L.LightningModule):
     # --- predictions: the Predictor's, over this module's network and text encoder ------------------------
 
     def predictor(self, **options: Any) -> Predictor:
-        """This model as a ``Predictor`` (``options``: its ``bfloat16``, ``batch_size``)."""
+        """This model as a ``Predictor`` (``options``: its ``bfloat16``, ``batch_size``, ``threads``)."""
         if self.text_encoder is None:
             raise DataError("this model has no vocabulary: load it from a checkpoint written by `sentiment fit`, "
                             "or train it with a SentimentDataModule")
-        return Predictor(self.net, self.text_encoder, **options)
+        return Predictor(self.net, self.text_encoder, labels=self.labels, temperature=self.temperature, **options)
 
     def on_predict_start(self) -> None:
         # the Trainer's precision; the predictor's worker threads set it themselves (autocast is per thread)
@@ -267,20 +349,14 @@ class SentimentClassifier(L.LightningModule):
         with the batch's row ``index`` and ``id``."""
         predictor = self._predicting
         if "input_ids" in batch:
-            answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"]).float())
+            answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"]))
         else:  # raw text, read in the predictor's batches on its worker threads
             answers = predictor.predict(batch["text"])
         return {"index": batch.get("index"), "id": batch.get("id"), "answers": answers}
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # A predict batch's raw texts stay where they are: Lightning would visit every string to move it
-        if isinstance(batch, dict) and "text" in batch:
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def predict(self, texts: str | Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
-        """Classify raw reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order
-        (``Predictor.predict``; the model's train/eval mode is restored after)."""
+        """Classify raw reviews, in input order (``Predictor.predict``; the model's train/eval mode is restored
+        after)."""
         return self.predictor(batch_size=batch_size).predict(texts)
 
     def explain(self, text: str) -> dict[str, Any]:
@@ -288,28 +364,6 @@ class SentimentClassifier(L.LightningModule):
         return self.predictor().explain(text)
 
 
-def confusion_image(matrix: np.ndarray, cell: int = 120) -> np.ndarray:
-    """A 2 x 2 confusion matrix as an RGB picture: rows true neg/pos, columns predicted neg/pos."""
-    from PIL import Image, ImageDraw
-
-    margin = 90
-    size = margin + 2 * cell
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    total = max(1, int(matrix.sum()))
-    row_totals = matrix.sum(axis=1).clip(min=1)
-    for r in range(2):
-        for c in range(2):
-            share = matrix[r, c] / row_totals[r]
-            shade = int(255 - 180 * share)
-            x0, y0 = margin + c * cell, margin + r * cell
-            draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=(shade, shade, 255))
-            text = f"{int(matrix[r, c])}\n{100 * matrix[r, c] / total:.1f}%"
-            draw.multiline_text((x0 + cell // 2, y0 + cell // 2), text, fill="black" if share < 0.6 else "white",
-                                anchor="mm", align="center")
-    for i, name in enumerate(("neg", "pos")):
-        draw.text((margin + i * cell + cell // 2, margin - 15), name, fill="black", anchor="mm")
-        draw.text((margin - 25, margin + i * cell + cell // 2), name, fill="black", anchor="mm")
-    draw.text((margin + cell, 20), "predicted", fill="black", anchor="mm")
-    draw.text((20, margin + cell), "true", fill="black", anchor="mm")
-    return np.asarray(img)
+def _decisions(logits: torch.Tensor) -> torch.Tensor:
+    """Each review's class from either form of logits (one per review: > 0 is the second class)."""
+    return (logits > 0).long() if logits.dim() == 1 else logits.argmax(dim=-1)

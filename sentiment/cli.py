@@ -27,7 +27,7 @@ from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16
-from sentiment.data import ENCODING_KEYS, SentimentDataModule
+from sentiment.data import ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
 from sentiment.errors import DataError
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -35,8 +35,8 @@ SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 AFTER_TRAINING = {"serve": ("sentiment.serve", "serve"), "export": ("sentiment.export", "export")}
 # `validate` and `test` take these data settings from the checkpoint unless given: the encoding settings must then
 # agree with it; the others may name new data.
-CKPT_DATA_KEYS = (*ENCODING_KEYS, "train_file", "label_column", "test_file", "val_file")
-AGREEING_KEYS = (*ENCODING_KEYS, "train_file")
+CKPT_DATA_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file", "label_column", "test_file", "val_file")
+AGREEING_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file")
 
 
 def _quiet_lightning() -> None:
@@ -66,6 +66,12 @@ def prepared_vocab_size(data: SentimentDataModule) -> int:
     rather than inside ``Trainer.fit``, because the model cannot be built before it."""
     data.prepare_data()
     return data.vocab_size
+
+
+def prepared_labels(data: SentimentDataModule) -> list[str]:
+    """The classes the model is built for, as ``prepare_data()`` found them (it has run: the link above)."""
+    data.prepare_data()  # the cache is there: this only finds it
+    return data.label_names
 
 
 def default_precision() -> str:
@@ -121,6 +127,7 @@ class SentimentCLI(LightningCLI):
             parser.add_lightning_class_args(AutoSave, "autosave")
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
+            parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from sentiment.errors import DataError
+from sentiment.labels import LabelReader
 from sentiment.sources import (
     IMDB_ARCHIVE,
     IMDB_SHA256,
@@ -31,7 +33,7 @@ from sentiment.sources import (
 )
 from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: labels are class indices of a label set named in meta.json
 CACHE_FOLDER = ".sentiment_cache"
 SPLITS = ("train", "val", "test")
 # The settings that decide the vocabulary and how every review is encoded: a TextEncoder's own settings, how its
@@ -39,6 +41,9 @@ SPLITS = ("train", "val", "test")
 # `validate` and `test` take them from the checkpoint: a model evaluates only reviews encoded as it was trained.
 ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name != "vocab"),
                  "min_freq", "max_size", "text_column", "val_fraction", "seed")
+# The settings that decide the classes: which label the reviews carry, and the label set with its order
+LABEL_KEYS = ("target", "labels")
+Target = Literal["label", "rating"]
 
 
 class EncodedReviews(Dataset):
@@ -170,8 +175,8 @@ class SentimentDataModule(L.LightningDataModule):
         test_file: labelled test data; default with IMDb: the official test split.
         predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).
         text_column: column (or JSON key) holding the review; Kaggle's ``review`` is recognised.
-        label_column: column holding the label (0/1, pos/neg, positive/negative, true/false);
-            Kaggle's ``sentiment`` is recognised.
+        label_column: column holding the label: any values, words or numbers (0/1, pos/neg,
+            positive/negative and true/false read as negative/positive); Kaggle's ``sentiment`` is recognised.
         id_column: optional column copied into predictions.
         max_length: tokens kept per review.
         truncation: which tokens a longer review keeps: ``head``, ``tail`` or ``head_tail`` (first half
@@ -179,7 +184,12 @@ class SentimentDataModule(L.LightningDataModule):
         min_freq: a token needs this many occurrences in the training split to get an id.
         max_size: at most this many ids (``<pad>`` and ``<unk>`` included); None for no limit.
         val_fraction: share of the training data held out for validation when there is no ``val_file``.
-        seed: seed of the validation split.
+        seed: seed of the validation split (stratified: every class keeps its share).
+        labels: the label set and its order (e.g. ``[negative, neutral, positive]``); default: the values found
+            in the training split, numbers in numeric order, negative < neutral < positive, other words
+            alphabetically.
+        target: with IMDb, ``label`` (positive/negative) or ``rating`` (the star rating in each file name,
+            1-4 and 7-10: an 8-class task).
         batch_size: reviews per training, validation and test batch.
         predict_batch_size: reviews per prediction batch.
         num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
@@ -205,6 +215,8 @@ class SentimentDataModule(L.LightningDataModule):
         max_size: int | None = 30000,
         val_fraction: float = 0.1,
         seed: int = 42,
+        labels: list[str] | None = None,
+        target: Target = "label",
         batch_size: int = 64,
         predict_batch_size: int = 4096,  # read in batches of 256 on the workers, which idle only between these
         num_workers: int = 0,
@@ -243,6 +255,24 @@ class SentimentDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The classes, in order, as ``prepare_data()`` found them in the training split (or ``labels`` gave)."""
+        return list(self._meta()["labels"])
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training reviews per class, in the order of ``label_names``."""
+        return list(self._meta()["class_counts"])
+
+    def _meta(self) -> dict:
+        cache = self._cache or self._cache_dir(write=False)
+        if not (cache / "meta.json").is_file():
+            raise DataError("the labels are read from the training data by prepare_data(): call "
+                            "dm.prepare_data() first (Trainer.fit and `sentiment fit` do)")
+        self._cache = cache
+        return json.loads((cache / "meta.json").read_text())
 
     @property
     def pad_id(self) -> int:
@@ -309,6 +339,12 @@ class SentimentDataModule(L.LightningDataModule):
                                     self.hparams.text_column, self.hparams.id_column)
         return DataLoader(dataset, batch_size=None, collate_fn=_as_batch)  # batches as read, not visited
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A predict batch's raw texts stay where they are: Lightning would visit every string to move it
+        if isinstance(batch, dict) and "text" in batch:
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def dataset(self, split: str) -> EncodedReviews:
         """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
         if split not in self._splits:
@@ -352,7 +388,7 @@ class SentimentDataModule(L.LightningDataModule):
         key = {
             "cache": CACHE_VERSION, "tokenizer": TOKENIZER_VERSION,
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
-            **{k: hp[k] for k in (*ENCODING_KEYS, "label_column")},  # the labels are cached too
+            **{k: hp[k] for k in (*ENCODING_KEYS, *LABEL_KEYS, "label_column")},  # the labels are cached too
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         name = "imdb" if sources["train"] is None else sources["train"].stem
@@ -366,11 +402,11 @@ class SentimentDataModule(L.LightningDataModule):
         cache = root / self._cache_key(sources)
         if (cache / "meta.json").is_file() or not write:
             return cache
-        reviews = self._read(sources)
+        read = self._read(sources)
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
         try:
-            self._encode_into(reviews, tmp)
+            self._encode_into(read, tmp)
             try:
                 os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
             except OSError:
@@ -380,32 +416,41 @@ class SentimentDataModule(L.LightningDataModule):
             shutil.rmtree(tmp, ignore_errors=True)
         return cache
 
-    def _read(self, sources: dict[str, Path | None]) -> dict[str, Reviews]:
+    def _read(self, sources: dict[str, Path | None]) -> tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader]:
+        """The reviews of every split, their classes, and the label set (from the training split)."""
         hp = self.hparams
         reviews: dict[str, Reviews] = {}
         if "imdb" in sources:
-            reviews.update(read_imdb(sources["imdb"], ("train", "test")))
+            reviews.update(read_imdb(sources["imdb"], ("train", "test"), hp.target))
+        elif hp.target != "label":
+            raise DataError(f"--data.target {hp.target} reads IMDb's file names; your own files name their classes "
+                            "in --data.label_column")
         for split in SPLITS:
             if sources[split] is not None:
                 reviews[split] = read_labelled(sources[split], hp.text_column, hp.label_column, hp.id_column)
-        train = reviews["train"]
-        if len(set(train.labels.tolist())) < 2:
-            where = sources["train"] or sources.get("imdb")
-            raise DataError(f"{where}: every training review has label {int(train.labels[0])}; "
-                            "a classifier needs both classes")
+        names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
+        reader = LabelReader.from_training(reviews["train"].labels, hp.labels, names["train"])
+        classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
+        counts = np.bincount(classes["train"], minlength=len(reader.labels))
+        if (counts > 0).sum() < 2:
+            found = reader.labels[int(np.argmax(counts))]
+            raise DataError(f"{names['train']}: every training review has label {found}; a classifier needs at "
+                            "least two classes")
+        if counts.min() < 2:
+            rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
+            raise DataError(f"{names['train']}: too few training reviews of {rare}; every class needs at least two")
         if "val" not in reviews and hp.val_fraction > 0:
-            n_val = int(round(len(train) * hp.val_fraction))
-            if not 0 < n_val < len(train):
-                raise DataError(f"{sources['train'] or sources['imdb']}: {len(train)} reviews are too few for a "
-                                f"val_fraction of {hp.val_fraction}; set --data.val_file")
-            perm = np.random.default_rng(hp.seed).permutation(len(train))
-            val_idx, train_idx = perm[:n_val], np.sort(perm[n_val:])  # val unsorted: batches mix labels
-            reviews["val"] = _subset(train, val_idx)
-            reviews["train"] = _subset(train, train_idx)
-        return reviews
+            val_idx, train_idx = stratified_split(classes["train"], hp.val_fraction, hp.seed)
+            if not 0 < len(val_idx) < len(classes["train"]):
+                raise DataError(f"{names['train']}: {len(classes['train'])} reviews are too few for a val_fraction "
+                                f"of {hp.val_fraction}; set --data.val_file")
+            reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
+            reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
+        return reviews, classes, reader
 
-    def _encode_into(self, reviews: dict[str, Reviews], folder: Path) -> None:
+    def _encode_into(self, read: tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader], folder: Path) -> None:
         hp = self.hparams
+        reviews, classes, reader = read
         order = [s for s in SPLITS if s in reviews]
         texts = [t for s in order for t in reviews[s].texts]
         count_mask = np.concatenate([np.full(len(reviews[s]), s == "train") for s in order])
@@ -418,12 +463,25 @@ class SentimentDataModule(L.LightningDataModule):
             stop = start + len(reviews[split])
             np.save(folder / f"{split}.ids.npy", ids[start:stop])
             np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
-            np.save(folder / f"{split}.labels.npy", reviews[split].labels.astype(np.int8))
+            np.save(folder / f"{split}.labels.npy", classes[split].astype(np.int16))
             start = stop
-        meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab)}
+        meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab),
+                "labels": list(reader.labels),
+                "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def _subset(reviews: Reviews, idx: np.ndarray) -> Reviews:
-    ids = [reviews.ids[i] for i in idx] if reviews.ids is not None else None
-    return Reviews([reviews.texts[i] for i in idx], reviews.labels[idx], ids)
+def stratified_split(classes: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded held-out share of every class (rounded, at least one of each), and the rest in their order.
+
+    Held-out rows come shuffled, so validation batches mix the classes."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(classes):
+        rows = np.flatnonzero(classes == c)
+        n = min(len(rows) - 1, max(1, int(round(len(rows) * fraction))))
+        held.append(rng.permutation(rows)[:n])
+    val_idx = rng.permutation(np.concatenate(held))
+    train_mask = np.ones(len(classes), dtype=bool)
+    train_mask[val_idx] = False
+    return val_idx, np.flatnonzero(train_mask)

@@ -3,7 +3,8 @@
     sentiment export --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt --output model.onnx
 
 Inputs ``input_ids`` (int64, batch x length, right-padded with 0) and ``lengths`` (int64, batch); output
-``probabilities`` (float32, batch x labels, in the order of the ``labels`` metadata). The batch and the length are
+``probabilities`` (float32, batch x labels, in the order of the ``labels`` metadata; calibrated with the
+checkpoint's temperature, as the ``Predictor`` answers). The batch and the length are
 free. The model's metadata carries what a runtime needs to make those inputs: ``text_encoder`` (JSON:
 ``sentiment.text.TextEncoder.to_dict()``, the vocabulary and tokenizer settings), and for other languages
 ``labels``, ``max_length`` and ``truncation`` (JSON) on their own.
@@ -27,15 +28,15 @@ INPUTS, OUTPUT = ("input_ids", "lengths"), "probabilities"
 
 
 class _Probabilities(torch.nn.Module):
-    """The network with its answer as the probability of every label (a binary network gives one logit)."""
+    """The network with its answer as the calibrated probability of every label, as the ``Predictor`` gives it."""
 
     def __init__(self, predictor: Predictor) -> None:
         super().__init__()
+        self.predictor = predictor
         self.net = predictor.net
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        positive = torch.sigmoid(self.net(input_ids, lengths))
-        return torch.stack([1 - positive, positive], dim=1)
+        return self.predictor.probabilities(input_ids, lengths)
 
 
 def metadata(predictor: Predictor) -> dict[str, str]:

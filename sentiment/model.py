@@ -134,7 +134,8 @@ class NgramBag(nn.Module):
 
 
 class SentimentNet(nn.Module):
-    """Embedding -> LSTM/GRU -> pooling -> dropout -> Linear, giving one logit per review (> 0: positive).
+    """Embedding -> LSTM/GRU -> pooling -> dropout -> Linear: one logit per review for two classes (> 0: the
+    second), or one per class for more.
 
     The defaults are the recipe we recommend (``configs/imdb.yaml``); ``configs/seed.yaml`` spells out the
     original project's network (hidden 64, one direction, last step, dropout 0.5).
@@ -154,6 +155,7 @@ class SentimentNet(nn.Module):
         ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
             (0: no bag).
         ngram_dim: embedding width of the n-gram bag.
+        num_classes: classes to tell apart (2: one logit, read with a sigmoid; more: a logit per class).
         pad_id: id of the padding token (its embedding stays zero).
         unk_id: id of the unknown-word token.
     """
@@ -172,6 +174,7 @@ class SentimentNet(nn.Module):
         word_dropout: float = 0.1,  # 0.2 scored lower at 128 tokens (BENCHMARKS.md)
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
+        num_classes: int = 2,
         pad_id: int = 0,
         unk_id: int = 1,
     ) -> None:
@@ -180,6 +183,8 @@ class SentimentNet(nn.Module):
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.pooling, self.bidirectional = pooling, bidirectional
         self.word_dropout, self.unk_id = word_dropout, unk_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
@@ -191,7 +196,7 @@ class SentimentNet(nn.Module):
         self.bag = NgramBag(vocab_size, ngram_buckets, ngram_dim) if ngram_buckets > 0 else None
         self.dropout = nn.Dropout(dropout)
         features = state_dim * (2 if pooling == "mean_max" else 1) + (ngram_dim if self.bag is not None else 0)
-        self.head = nn.Linear(features, 1)
+        self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)
         self.keep_inference_casts(False)
 
     def keep_inference_casts(self, keep: bool = True) -> None:
@@ -217,7 +222,8 @@ class SentimentNet(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
                 return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B) for ``input_ids`` (B x T, right-padded) of real ``lengths`` (B).
+        """Logits (B for two classes, B x classes for more) for ``input_ids`` (B x T, right-padded) of real
+        ``lengths`` (B).
 
         With ``return_attention``, also the attention weights (B x T; None unless pooling is attention).
         An empty review (length 0) is read as a single padding token.
@@ -262,7 +268,8 @@ class SentimentNet(nn.Module):
         if self.bag is not None:
             pooled = torch.cat([pooled, self.bag(input_ids, mask)], dim=1)
         with torch.autocast(pooled.device.type, enabled=False):  # under bfloat16 autocast too: full digits
-            logits = self.head(self.dropout(pooled).float()).squeeze(-1)
+            logits = self.head(self.dropout(pooled).float())
+        logits = logits.squeeze(-1) if logits.size(-1) == 1 else logits
         return (logits, weights) if return_attention else logits
 
 
@@ -277,16 +284,34 @@ def _masked_pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torc
     return torch.cat(parts, dim=1)
 
 
-def binary_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Binary cross-entropy on logits (numerically stable), with optional label smoothing."""
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of class indices ``labels`` under ``logits``: binary on one logit per review (numerically
+    stable), softmax over a logit per class otherwise. ``label_smoothing`` pulls the targets towards the uniform
+    distribution (0.5 for two classes); ``class_weights`` (one per class) weigh each review's loss by its class,
+    and the mean is taken over those weights."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing)
     target = labels.float()
     if label_smoothing:
         target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-    return F.binary_cross_entropy_with_logits(logits, target)
+    if class_weights is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    weight = class_weights.to(logits.dtype)[labels]
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Each class's probability (B x classes) from either form of logits."""
+    if logits.dim() == 2:
+        return torch.softmax(logits.float(), dim=-1)
+    positive = torch.sigmoid(logits.float())
+    return torch.stack([1 - positive, positive], dim=-1)
 
 
 def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
-                       epsilon: float, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       epsilon: float, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For adversarial training: the loss, the loss under the worst small shift of each review's embeddings
     (a step of L2 norm ``epsilon`` along the loss gradient; Miyato et al., 2017, "Adversarial Training Methods
     for Semi-Supervised Text Classification"), and the clean logits. Train on the sum of the two losses.
@@ -299,12 +324,13 @@ def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torc
     input_ids, lengths = net.prepare(input_ids, lengths)
     x, _ = net.embed(input_ids, lengths, reversed_too=False)  # one tensor, so the shift reaches both directions
     logits = net.read(x, input_ids, lengths)
-    loss = binary_loss(logits, labels, label_smoothing)
+    loss = classification_loss(logits, labels, label_smoothing, class_weights)
     params = [p for p in net.parameters() if p.requires_grad]
     grad, *param_grads = torch.autograd.grad(loss, [x, *params], retain_graph=True, allow_unused=True)
     grad = grad.float()
     shift = epsilon * grad / grad.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
-    adversarial_loss = binary_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels, label_smoothing)
+    adversarial_loss = classification_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels,
+                                           label_smoothing, class_weights)
     taken = [(p, g) for p, g in zip(params, param_grads) if g is not None]
     carried = _TakenGradients.apply([g for _, g in taken], *(p for p, _ in taken))
     return loss.detach() + carried, adversarial_loss, logits

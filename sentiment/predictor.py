@@ -3,7 +3,8 @@
     from sentiment.predictor import Predictor
 
     predictor = Predictor.from_checkpoint("lightning_logs/version_0/checkpoints/best.ckpt")
-    predictor.predict(["A wonderful film.", "Dull."])  # [{'label': 'positive', 'score': 0.97...}, ...]
+    predictor.predict(["A wonderful film.", "Dull."])
+    # [{'label': 'positive', 'score': 0.97..., 'scores': {'negative': 0.02..., 'positive': 0.97...}}, ...]
 
 It holds the network, the text encoder (tokenizer settings and vocabulary) and the label names. Everything after
 training goes through it: ``SentimentClassifier.predict`` and ``explain``, ``sentiment predict`` (the
@@ -24,16 +25,17 @@ from typing import Any
 
 import torch
 
-from sentiment.checkpoint import load_network, load_text_encoder, read_checkpoint
+from sentiment.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
 from sentiment.cpu import native_bfloat16
-from sentiment.model import SentimentNet
+from sentiment.labels import BINARY, numeric_values
+from sentiment.model import SentimentNet, probabilities
 from sentiment.text import TextEncoder, Vocab
-
-LABELS = ("negative", "positive")  # a binary model's one logit: > 0 is the second
 
 
 class Predictor:
-    """Raw reviews in, labels and probabilities out, in input order.
+    """Raw reviews in, answers out, in input order: the predicted ``label``, its probability as ``score``, the
+    probability of every class as ``scores`` and, where the labels are numbers (star ratings), ``expected``: the
+    probability-weighted label, a rating to sort by.
 
     Batches run on ``threads`` worker threads at once, one core each: on two cores that reads 1.2x as many
     reviews a second as one batch at a time on two cores (BENCHMARKS.md), since a recurrence's small steps
@@ -42,6 +44,8 @@ class Predictor:
     Args:
         net: the trained network (put in eval mode while predicting).
         encoder: the text encoder it was trained with.
+        labels: the classes, in the order of the network's outputs (default: ``negative``, ``positive``).
+        temperature: the logits are divided by it before the probabilities are taken (calibration).
         bfloat16: compute the recurrence in bfloat16 (the output layer stays float32); default: where the CPU
             does bfloat16 natively, as ``sentiment predict`` does.
         batch_size: reviews per forward pass.
@@ -49,8 +53,9 @@ class Predictor:
             batch at a time, with torch's own threads).
     """
 
-    def __init__(self, net: SentimentNet, encoder: TextEncoder, bfloat16: bool | None = None,
-                 batch_size: int = 256, threads: int | None = None) -> None:
+    def __init__(self, net: SentimentNet, encoder: TextEncoder, labels: Sequence[str] = BINARY,
+                 temperature: float = 1.0, bfloat16: bool | None = None, batch_size: int = 256,
+                 threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.net, self.encoder, self.batch_size = net, encoder, batch_size
@@ -58,7 +63,9 @@ class Predictor:
         self.threads = threads or len(os.sched_getaffinity(0))
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        self.labels = LABELS
+        self.labels, self.temperature = tuple(labels), float(temperature)
+        values = numeric_values(self.labels)
+        self._values = values.tolist() if values is not None else None
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -68,7 +75,8 @@ class Predictor:
         ``options`` are ``Predictor``'s own (``bfloat16``, ``batch_size``, ``threads``).
         """
         checkpoint = read_checkpoint(path)
-        predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), **options)
+        predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), load_labels(checkpoint),
+                        load_temperature(checkpoint), **options)
         predictor.net.keep_inference_casts()  # this network's weights never change
         return predictor
 
@@ -78,9 +86,10 @@ class Predictor:
     # --- classifying -----------------------------------------------------------------------------------
 
     def predict(self, texts: str | Sequence[str]) -> list[dict[str, Any]]:
-        """Classify reviews: ``[{"label": "positive", "score": 0.97}, ...]``, in input order.
+        """Classify reviews: ``[{"label": "positive", "score": 0.97, "scores": {...}}, ...]``, in input order.
 
-        ``score`` is the probability that the review is positive.
+        ``score`` is the probability of the predicted label (for a binary model, ``scores["positive"]`` is the
+        probability that the review is positive).
         """
         return list(self.stream([texts] if isinstance(texts, str) else texts))
 
@@ -104,19 +113,30 @@ class Predictor:
                 yield from pending.popleft().result()
 
     def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Probability that each review is positive (B), in the caller's precision (``running`` sets ours)."""
-        return torch.sigmoid(self.net(input_ids, lengths))
+        """The probability of every class (B x classes, float32, calibrated), the network run in the caller's
+        precision (``running`` sets ours)."""
+        return probabilities(self.net(input_ids, lengths).float() / self.temperature)
 
-    def answers(self, probabilities: torch.Tensor) -> list[dict[str, Any]]:
-        return [{"label": self.labels[p >= 0.5], "score": p} for p in probabilities.tolist()]
+    def answers(self, probs: torch.Tensor) -> list[dict[str, Any]]:
+        """Answers from class probabilities (B x classes)."""
+        labels, values = self.labels, self._values
+        best = probs.argmax(dim=1).tolist()
+        out = []
+        for k, row in zip(best, probs.tolist()):
+            answer = {"label": labels[k], "score": row[k], "scores": dict(zip(labels, row))}
+            if values is not None:
+                answer["expected"] = sum(v * p for v, p in zip(values, row))
+            out.append(answer)
+        return out
 
     def explain(self, text: str) -> dict[str, Any]:
         """Classify one review and say how much each word it read weighed.
 
-        Returns ``label``, ``score``, ``method`` and ``words``: ``[{"word": ..., "weight": ...}]`` for the
-        tokens the model reads, in order. With attention pooling the weights are the attention weights
-        (they sum to 1). Otherwise they are occlusion scores: how much the probability of *positive*
-        drops when that word is replaced by ``<unk>`` (negative for words that pull towards negative).
+        Returns the answer (``label``, ``score``, ``scores``, ...) with ``method`` and ``words``:
+        ``[{"word": ..., "weight": ...}]`` for the tokens the model reads, in order. With attention pooling the
+        weights are the attention weights (they sum to 1). Otherwise they are occlusion scores: how much the
+        probability of the predicted label drops when that word is replaced by ``<unk>`` (negative for words
+        that speak against it).
         """
         words, ids = self.encoder.encode_words(text)
         with self.running():
@@ -125,14 +145,16 @@ class Predictor:
                         "method": "none", "words": []}
             input_ids, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
             logits, attention = self.net(input_ids, lengths, return_attention=True)
-            score = torch.sigmoid(logits)
+            probs = probabilities(logits.float() / self.temperature)
+            answer = self.answers(probs)[0]
             if attention is not None:
                 method, weights = "attention", attention[0, : len(ids)].float()
             else:  # one copy of the review per word, with that word hidden
+                k = self.labels.index(answer["label"])
                 occluded = input_ids.repeat(len(ids), 1)
                 occluded.fill_diagonal_(Vocab.unk_id)
-                method, weights = "occlusion", score - self.probabilities(occluded, lengths.repeat(len(ids)))
-            answer = self.answers(score)[0]
+                without = self.probabilities(occluded, lengths.repeat(len(ids)))[:, k]
+                method, weights = "occlusion", probs[0, k] - without
         return {**answer, "method": method,
                 "words": [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights.tolist())]}
 
@@ -161,7 +183,7 @@ class Predictor:
     def _answer(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One batch, tokenized, read and answered on the calling thread (a worker's, or the caller's)."""
         with self._computing():
-            return self.answers(self.probabilities(*self.encoder.encode_batch(texts)).float())
+            return self.answers(self.probabilities(*self.encoder.encode_batch(texts)))
 
     def _workers(self) -> ThreadPoolExecutor:
         """``threads`` worker threads of one torch thread each, started together; every other thread keeps the

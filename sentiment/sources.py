@@ -31,8 +31,6 @@ IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 IMDB_FOLDER = "aclImdb"
 
-LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1, "false": 0, "true": 1}
-LABELS_EXPECTED = "0/1, pos/neg, positive/negative or true/false"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 
 
@@ -42,14 +40,20 @@ class DataWarning(UserWarning):
 
 @dataclass
 class Reviews:
-    """Review texts with their labels (1 = positive) and, where the source has them, ids."""
+    """Review texts with their labels as written in the source (``sentiment.labels`` names the classes), the
+    name of each review's row or file for error messages, and, where the source has them, ids."""
 
     texts: list[str]
-    labels: np.ndarray
+    labels: Sequence
+    where: Sequence[str]
     ids: list[str] | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def subset(self, idx: Sequence[int]) -> Reviews:
+        return Reviews([self.texts[i] for i in idx], [self.labels[i] for i in idx], [self.where[i] for i in idx],
+                       [self.ids[i] for i in idx] if self.ids is not None else None)
 
 
 # --- text decoding that counts what it had to replace ----------------------------------------------------
@@ -88,6 +92,16 @@ def _decode(data: bytes) -> str:
 # --- IMDb ------------------------------------------------------------------------------------------------
 
 _IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/([^/]+)\.txt$")
+IMDB_TARGETS = ("label", "rating")  # pos/neg from the folder, or the star rating from the file name
+
+
+def _imdb_label(folder: str, name: str, target: str, where: str) -> str:
+    if target == "label":
+        return folder
+    rating = name.rsplit("_", 1)[-1]
+    if not rating.isdigit():
+        raise DataError(f"{where}: no star rating in the file name (expected <id>_<rating>.txt)")
+    return rating
 
 
 def _review_order(name: str) -> tuple[int, str]:
@@ -137,24 +151,28 @@ def check_member(member: tarfile.TarInfo, archive: Path | str) -> None:
         raise DataError(f"{archive}: entry {name!r} is a device or pipe, not a file; refusing the archive")
 
 
-def read_imdb(source: Path, splits: Sequence[str] = ("train", "test")) -> dict[str, Reviews]:
+def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: str = "label") -> dict[str, Reviews]:
     """Read the labelled reviews of ``splits`` from an ``aclImdb/`` folder or archive (``unsup/`` is ignored).
 
-    An archive is read in place, never extracted; any entry that would land outside its folder is refused.
-    Splits the source does not have are left out of the result.
+    ``target``: ``label`` (``pos``/``neg``, from the folder) or ``rating`` (the stars in the file name,
+    ``123_9.txt``: 9). An archive is read in place, never extracted; any entry that would land outside its
+    folder is refused. Splits the source does not have are left out of the result.
     """
-    found: dict[str, list[tuple[int, tuple, str]]] = {s: [] for s in splits}
+    if target not in IMDB_TARGETS:
+        raise DataError(f"target must be one of {', '.join(IMDB_TARGETS)}, got {target!r}")
+    found: dict[str, list[tuple[str, tuple, str, str]]] = {s: [] for s in splits}
     with _warn_on_replacements(source):
         if source.is_dir():
             for split in splits:
-                for label_name, label in (("neg", 0), ("pos", 1)):
-                    d = source / split / label_name
+                for folder in ("neg", "pos"):
+                    d = source / split / folder
                     if not d.is_dir():
                         continue
                     for entry in os.scandir(d):
                         if entry.name.endswith(".txt") and entry.is_file():
                             text = _decode(Path(entry.path).read_bytes())
-                            found[split].append((label, _review_order(entry.name), text))
+                            label = _imdb_label(folder, entry.name[:-4], target, entry.path)
+                            found[split].append((folder, _review_order(entry.name[:-4]), text, label))
         else:
             try:
                 with tarfile.open(source, "r|*") as tar:
@@ -163,15 +181,16 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test")) -> dict[s
                         m = _IMDB_MEMBER.match(member.name)
                         if m and m.group(1) in found and member.isfile():
                             text = _decode(tar.extractfile(member).read())
-                            label = int(m.group(2) == "pos")
-                            found[m.group(1)].append((label, _review_order(m.group(3)), text))
+                            label = _imdb_label(m.group(2), m.group(3), target, f"{source}: {member.name}")
+                            found[m.group(1)].append((m.group(2), _review_order(m.group(3)), text, label))
             except (tarfile.TarError, EOFError, OSError) as e:
                 raise DataError(f"{source}: not a readable tar archive ({e})") from None
     out = {}
     for split, items in found.items():
         if items:
-            items.sort(key=lambda x: (x[0], x[1]))
-            out[split] = Reviews([t for _, _, t in items], np.array([lab for lab, _, _ in items], dtype=np.int64))
+            items.sort(key=lambda x: (x[0], x[1]))  # neg before pos, then by review id: the same in any source
+            out[split] = Reviews([t for _, _, t, _ in items], [label for _, _, _, label in items],
+                                 [f"aclImdb/{split}/{folder}/{name}.txt" for folder, (_, name), _, _ in items])
     if "train" in splits and "train" not in out:
         raise DataError(f"{source}: no reviews under aclImdb/train/pos or aclImdb/train/neg")
     return out
@@ -284,19 +303,6 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
-def parse_labels(path: Path, raw: Sequence, where: Sequence[str]) -> np.ndarray:
-    """Map 0/1, pos/neg, positive/negative, true/false (any case) to 0/1, naming the first bad value."""
-    import pandas as pd
-
-    keys = pd.Series(raw, dtype=object).astype(str).str.strip().str.lower()
-    labels = keys.map(LABELS)
-    bad = labels.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(f"{path}: {where[i]}: label {raw[i]!r} is not one of {LABELS_EXPECTED}")
-    return labels.to_numpy(dtype=np.int64)
-
-
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
                   id_column: str = "id") -> Reviews:
     """Read a labelled CSV, TSV or JSONL file."""
@@ -333,8 +339,7 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             raw_labels = df[label_key].tolist()
             id_list = df[id_column].tolist() if id_column in cols else None
             where = _RowNames()
-    labels = parse_labels(path, raw_labels, where)
-    return Reviews(texts, labels, id_list)
+    return Reviews(texts, raw_labels, where, id_list)
 
 
 class _RowNames:

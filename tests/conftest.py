@@ -29,6 +29,24 @@ def make_review(rng: random.Random, positive: bool, n_words: tuple[int, int] = (
     return " ".join(words).capitalize() + ".<br /><br />" + rng.choice(["Really!", "Why?", "Ok."])
 
 
+NEUTRAL = ["average", "okay", "mediocre", "decent", "middling", "fine", "passable", "mixed"]
+
+
+def make_polar_reviews(n: int, seed: int = 0, shares=(1, 1, 1)) -> list[tuple[str, str]]:
+    """Reviews of three classes, negative / neutral / positive, in the proportions ``shares`` (cycled)."""
+    rng = random.Random(seed)
+    cycle = [c for c, share in zip(("negative", "neutral", "positive"), shares) for _ in range(share)]
+    rows = []
+    for i in range(n):
+        label = cycle[i % len(cycle)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(5, 30))]
+        vocabulary = {"negative": NEGATIVE, "neutral": NEUTRAL, "positive": POSITIVE}[label]
+        for _ in range(3):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(vocabulary))
+        rows.append((" ".join(words).capitalize() + ".", label))
+    return rows
+
+
 def make_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
     rng = random.Random(seed)
     return [(make_review(rng, bool(i % 2)), i % 2) for i in range(n)]

@@ -16,10 +16,10 @@ BAD_TRAINING_FILES = [
     ("header only", b"text,label\n", "{path}: no rows below the header"),
     ("wrong columns", b"body,stars\nfine film,5\n",
      "{path}: no text column 'text' (columns found: body, stars); set --data.text_column"),
-    ("unknown label", b"text,label\ngood,pos\nodd,maybe\n",
-     "{path}: row 2: label 'maybe' is not one of 0/1, pos/neg, positive/negative or true/false"),
+    ("a class of one", b"text,label\ngood,pos\nfine,pos\nodd,maybe\nbad,neg\nawful,neg\n",
+     "{path}: too few training reviews of maybe (1); every class needs at least two"),
     ("one class", b"text,label\ngood,pos\nfine,positive\n",
-     "{path}: every training review has label 1; a classifier needs both classes"),
+     "{path}: every training review has label positive; a classifier needs at least two classes"),
     ("bad jsonl", b'{"text": "good", "label": 1}\n{"text": \n', "{path}: line 2: not valid JSON"),
 ]
 

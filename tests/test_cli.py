@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_reviews, run_cli, write_csv
+from conftest import build_imdb_archive, make_reviews, run_cli, write_csv
 
 from sentiment.classifier import SentimentClassifier
 from sentiment.cli import cli_main
@@ -47,7 +47,8 @@ def test_checkpoint_alone_predicts_raw_text(trained, tmp_path, monkeypatch):
     model = SentimentClassifier.load_from_checkpoint(trained["best"])
     out = model.predict(["Wonderful, brilliant, superb film.", "Awful, boring, terrible waste."])
     assert [o["label"] for o in out] == ["positive", "negative"]
-    assert out[0]["score"] > 0.5 > out[1]["score"]
+    assert out[0]["scores"]["positive"] > 0.5 > out[1]["scores"]["positive"]
+    assert all(o["score"] == max(o["scores"].values()) and set(o["scores"]) == {"negative", "positive"} for o in out)
 
 
 def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, tmp_path, monkeypatch):
@@ -153,9 +154,15 @@ def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path
     args = _documented_command(config)
     assert str(config) in args
     root = tmp_path / "run"
-    assert run_cli(*args, "--config", str(ROOT / "configs" / "debug.yaml"), "--data.train_file", str(tiny_csv),
-                   "--data.data_dir", str(tmp_path / "data"), "--trainer.default_root_dir", str(root),
-                   "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=conftest.RecordModel") == 0
+    (tmp_path / "data").mkdir()
+    if "target" in (yaml.safe_load(config.read_text()).get("data") or {}):  # a task of IMDb's own: its archive
+        data = ["--data.data_dir", str(tmp_path / "data")]
+        build_imdb_archive(tmp_path / "data" / "aclImdb_v1.tar.gz", n_train=300, n_test=20)
+    else:
+        data = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data")]
+    assert run_cli(*args, "--config", str(ROOT / "configs" / "debug.yaml"), *data,
+                   "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+                   "--trainer.callbacks+=conftest.RecordModel") == 0
     built = yaml.safe_load((tmp_path / "data" / "built.yaml").read_text())
     layered = {}
     for path in args[args.index("--config") + 1 :: 2]:  # what the configs set, later ones over earlier ones
@@ -222,7 +229,8 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
         dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), test_file=str(test),
                                  predict_file=str(tmp_path / "new.txt"), min_freq=1, batch_size=32)
         dm.prepare_data()
-        model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=16, hidden_dim=16, lr=0.01)
+        model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=16, hidden_dim=16,
+                                    lr=0.01)
         trainer = L.Trainer(max_epochs=6, accelerator="cpu", gradient_clip_val=1.0, default_root_dir=tmp_path,
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, dm)

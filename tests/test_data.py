@@ -142,7 +142,7 @@ def test_missing_test_split_is_a_clear_error(tmp_path, tiny_csv):
 
 def test_single_class_training_data_is_refused(tmp_path):
     path = write_csv(tmp_path / "pos.csv", [("good", "pos")] * 20)
-    with pytest.raises(DataError, match="every training review has label 1"):
+    with pytest.raises(DataError, match="every training review has label positive"):
         SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path)).prepare_data()
 
 

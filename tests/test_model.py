@@ -12,7 +12,7 @@ from sentiment.model import (
     FastDropout,
     SentimentNet,
     adversarial_losses,
-    binary_loss,
+    classification_loss,
     reverse_within_lengths,
 )
 from sentiment.text import TextEncoder, Vocab
@@ -80,7 +80,7 @@ def test_the_classifier_builds_the_recommended_network_and_records_every_setting
     net = SentimentNet(vocab_size=50, hidden_dim=8)
     assert [tuple(p.shape) for p in model.net.parameters()] == [tuple(p.shape) for p in net.parameters()]
     assert model.net.bidirectional and model.net.pooling == "attention" and model.hparams.adversarial > 0
-    settings = set(inspect.signature(SentimentNet).parameters) - {"unk_id"}
+    settings = set(inspect.signature(SentimentNet).parameters) - {"unk_id", "num_classes"}  # from vocab, classes
     assert settings <= set(model.hparams)  # a checkpoint rebuilds its network even if the defaults change
     assert model.hparams.hidden_dim == 8 and model.hparams.embed_dim == 128
     with pytest.raises(TypeError, match="hiden_dim"):
@@ -115,7 +115,7 @@ def test_a_few_batches_can_be_overfit():
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
                                 embed_dropout=0.0, word_dropout=0.0, lr=0.01)
-    assert _correct_after_training(model, lambda b: binary_loss(model(b["input_ids"], b["lengths"]), b["labels"]),
+    assert _correct_after_training(model, lambda b: classification_loss(model(b["input_ids"], b["lengths"]), b["labels"]),
                                    epochs=60) == 64
 
 
@@ -148,10 +148,10 @@ def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly(s
     def plain():
         input_ids, n = net.prepare(ids, lengths)
         x, _ = net.embed(input_ids, n, reversed_too=False)
-        loss = binary_loss(net.read(x, input_ids, n), labels)
+        loss = classification_loss(net.read(x, input_ids, n), labels)
         (g,) = torch.autograd.grad(loss, x, retain_graph=True)
         shift = 2.0 * g / g.pow(2).sum(dim=(0, 2), keepdim=True).sqrt()
-        return loss, binary_loss(net.read(x + shift, input_ids, n), labels)
+        return loss, classification_loss(net.read(x + shift, input_ids, n), labels)
 
     results = []
     for losses in (plain, lambda: adversarial_losses(net, ids, lengths, labels, 2.0)[:2]):
@@ -245,7 +245,7 @@ def test_label_smoothing_keeps_confidence_below_one_in_training_only():
     assert scores[0.0].min() > 0.98
     assert scores[0.2].max() < 0.95 and scores[0.2].mean() == pytest.approx(0.9, abs=0.03)
     logits, labels = torch.tensor([2.0, -1.0]), torch.tensor([1, 0])
-    assert binary_loss(logits, labels, 0.2) == pytest.approx(
+    assert classification_loss(logits, labels, 0.2) == pytest.approx(
         torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.9, 0.1])).item())
 
 
@@ -256,11 +256,12 @@ def test_predict_api_returns_labels_and_scores_in_input_order():
     model.train()
     texts = ["good film", "bad", "", "dull dull film", "film good bad", "good"]
     out = model.predict(texts, batch_size=4)  # two batches, the second shorter
-    assert [set(o) for o in out] == [{"label", "score"}] * len(texts)
-    alone = [model.predict(t)[0]["score"] for t in texts]  # each review on its own: no batch to mix up
-    assert [o["score"] for o in out] == pytest.approx(alone, abs=1e-6)
+    assert [set(o) for o in out] == [{"label", "score", "scores"}] * len(texts)
+    alone = [model.predict(t)[0]["scores"]["positive"] for t in texts]  # each review alone: no batch to mix up
+    assert [o["scores"]["positive"] for o in out] == pytest.approx(alone, abs=1e-6)
     assert len({round(s, 4) for s in alone}) == len(texts)  # distinct scores: any reordering would show
-    assert all(o["label"] == ("positive" if o["score"] >= 0.5 else "negative") for o in out)
+    assert all(o["label"] == ("positive" if o["scores"]["positive"] >= 0.5 else "negative") for o in out)
+    assert all(o["score"] == o["scores"][o["label"]] for o in out)
     assert model.training  # predict() restores the mode it found
 
 

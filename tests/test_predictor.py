@@ -60,17 +60,23 @@ def test_the_package_has_no_import_circle():
     assert [m for m in graph if reaches(m, m, {m})] == []
 
 
-def test_the_predictor_reads_the_weights_lightning_would_load(trained):
+def test_the_predictor_reads_the_weights_lightning_would_load(trained, tmp_path):
     # the Predictor rebuilds the network from the checkpoint by itself; Lightning's own loader is the reference
-    predictor = Predictor.from_checkpoint(trained["best"], bfloat16=False)
-    model = SentimentClassifier.load_from_checkpoint(trained["best"], map_location="cpu").eval()
+    checkpoint = torch.load(trained["best"], weights_only=True)
+    checkpoint["calibration"]["temperature"] = 2.5  # as if validation had fitted one
+    torch.save(checkpoint, tmp_path / "calibrated.ckpt")
+    predictor = Predictor.from_checkpoint(tmp_path / "calibrated.ckpt", bfloat16=False)
+    model = SentimentClassifier.load_from_checkpoint(tmp_path / "calibrated.ckpt", map_location="cpu").eval()
     input_ids, lengths = predictor.encoder.encode_batch(REVIEWS)
+    assert model.temperature == predictor.temperature == 2.5
     with torch.no_grad():
-        expected = torch.sigmoid(model.net(input_ids, lengths))
-    got = [a["score"] for a in predictor.predict(REVIEWS)]
+        expected = torch.sigmoid(model.net(input_ids, lengths) / model.temperature)
+    answers = predictor.predict(REVIEWS)
+    got = [a["scores"]["positive"] for a in answers]
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
     assert len({round(s, 3) for s in got}) > 3  # a trained model: the scores differ
-    assert [a["label"] for a in predictor.predict(REVIEWS)] == ["positive" if s >= 0.5 else "negative" for s in got]
+    assert [a["label"] for a in answers] == ["positive" if s >= 0.5 else "negative" for s in got]
+    assert [a["score"] for a in answers] == pytest.approx([max(s, 1 - s) for s in got], abs=1e-6)
 
 
 def test_stream_answers_as_it_reads_and_keeps_order(trained):
@@ -127,8 +133,8 @@ def test_the_onnx_export_runs_in_onnxruntime_to_the_same_scores(trained, tmp_pat
     for batch in (REVIEWS, REVIEWS[3:4], REVIEWS * 7):  # other batch sizes and lengths than the export's example
         input_ids, lengths = encoder.encode_batch(batch)
         (probabilities,) = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
-        expected = [a["score"] for a in predictor.predict(batch)]
-        np.testing.assert_allclose(probabilities[:, 1], expected, atol=1e-4)
+        expected = [list(a["scores"].values()) for a in predictor.predict(batch)]
+        np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
 
 

@@ -103,7 +103,9 @@ def test_predict_answers_in_input_order(server):
     status, body = server.predict({"texts": ["brilliant superb wonderful fun", "awful boring dull waste"]})
     assert status == 200
     assert [p["label"] for p in body["predictions"]] == ["positive", "negative"]
-    assert body["predictions"][0]["score"] > 0.5 > body["predictions"][1]["score"]
+    positive = [p["scores"]["positive"] for p in body["predictions"]]
+    assert positive[0] > 0.5 > positive[1]
+    assert [p["score"] for p in body["predictions"]] == pytest.approx([positive[0], 1 - positive[1]])
     assert server.predict({"texts": []}) == (200, {"predictions": []})
 
 
@@ -114,7 +116,7 @@ def test_explain_weighs_every_word_read(server):
     assert answer["method"] == "occlusion"  # the test model pools with mean_max, not attention
     assert [w["word"] for w in answer["words"]] == ["the", "plot", "was", "awful", "and", "dull"]
     weights = {w["word"]: w["weight"] for w in answer["words"]}
-    assert weights["awful"] < 0 and weights["awful"] < weights["the"]  # hiding "awful" makes it less negative
+    assert weights["awful"] > 0 and weights["awful"] > weights["the"]  # hiding "awful" makes "negative" less likely
 
 
 def test_concurrent_requests_are_batched_yet_each_gets_its_own_answers(server):
@@ -317,12 +319,12 @@ def test_the_page_asks_for_the_key_of_a_keyed_server_and_then_answers(keyed):
         page.wait_for_selector("#error:has-text('API key')", timeout=15_000)
         page.fill("#key", "s3cret")
         page.click("#classify")
-        page.wait_for_selector("#verdict.positive", timeout=15_000)
+        page.wait_for_selector("#verdict[data-label=positive]", timeout=15_000)
         page = browser.new_page()  # the key in the address, as README shows
         page.goto(f"http://127.0.0.1:{client.port}/#key=s3cret")
         page.fill("#review", "An awful, dull and boring film: a waste.")
         page.click("#classify")
-        page.wait_for_selector("#verdict.negative", timeout=15_000)
+        page.wait_for_selector("#verdict[data-label=negative]", timeout=15_000)
         assert page.is_hidden("#keyrow")
 
 
@@ -335,14 +337,19 @@ def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
         page.goto(f"http://127.0.0.1:{server.port}/")
         page.keyboard.type(review)  # the text box has the focus: no mouse needed
         page.keyboard.press("Control+Enter")
-        page.wait_for_selector("#verdict.negative", timeout=15_000)
+        page.wait_for_selector("#verdict[data-label=negative]", timeout=15_000)
         shown = page.inner_text("#verdict")
-        assert shown == f"negative ({round(expected['score'] * 100)}% positive)"
-        assert page.get_attribute("#meter", "aria-valuenow") == str(round(expected["score"] * 100))
+        assert shown == f"negative ({round(expected['score'] * 100)}%)"
+        bars = page.locator("#bars [role=meter]")
+        assert [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())] == [
+            "probability of negative", "probability of positive"]
+        assert [bars.nth(i).get_attribute("aria-valuenow") for i in range(bars.count())] == [
+            str(round(p * 100)) for p in expected["scores"].values()]
+        assert page.inner_text("#classes") == "Classes: negative, positive."
         assert page.locator("#words span").count() == 8  # every word read, highlighted by its weight
         page.fill("#review", "Superb, brilliant, wonderful fun.")
         page.click("#classify")
-        page.wait_for_selector("#verdict.positive", timeout=15_000)
+        page.wait_for_selector("#verdict[data-label=positive]", timeout=15_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 1000

@@ -7,6 +7,7 @@ import pytest
 from conftest import ArchiveServer, add_bytes, build_imdb_archive, write_csv
 
 from sentiment.errors import DataError
+from sentiment.labels import LabelReader
 from sentiment.sources import (
     DataWarning,
     download,
@@ -18,6 +19,12 @@ from sentiment.sources import (
 # --- the user's own files ---------------------------------------------------------------------------------
 
 
+def classes(reviews) -> tuple[tuple[str, ...], list[int]]:
+    """The label set a training split gives, and each review's class."""
+    reader = LabelReader.from_training(reviews.labels)
+    return reader.labels, reader.read(reviews.labels, "f", reviews.where).tolist()
+
+
 def test_csv_tsv_and_jsonl_read_the_same_reviews(tmp_path):
     rows = [("Loved it!", "positive"), ("Dull, \"boring\"\nand long", "NEG"), ("ok", "1"), ("meh", "False")]
     csv_path = write_csv(tmp_path / "r.csv", rows)
@@ -27,14 +34,14 @@ def test_csv_tsv_and_jsonl_read_the_same_reviews(tmp_path):
     for path in (csv_path, jsonl):
         reviews = read_labelled(path)
         assert reviews.texts == [t for t, _ in rows]
-        assert reviews.labels.tolist() == [1, 0, 1, 0]
-    assert read_labelled(tsv_path).labels.tolist() == [1, 0, 1, 0]
+        assert classes(reviews) == (("negative", "positive"), [1, 0, 1, 0])
+    assert classes(read_labelled(tsv_path)) == (("negative", "positive"), [1, 0, 1, 0])
 
 
 def test_kaggle_columns_and_custom_columns(tmp_path):
     kaggle = write_csv(tmp_path / "IMDB Dataset.csv", [("Great", "positive"), ("Bad", "negative")],
                        header=("review", "sentiment"))
-    assert read_labelled(kaggle).labels.tolist() == [1, 0]
+    assert classes(read_labelled(kaggle))[1] == [1, 0]
     custom = write_csv(tmp_path / "c.csv", [("1", "Great", "true")], header=("id", "body", "y"))
     reviews = read_labelled(custom, text_column="body", label_column="y")
     assert reviews.texts == ["Great"] and reviews.ids == ["1"]
@@ -43,7 +50,7 @@ def test_kaggle_columns_and_custom_columns(tmp_path):
 def test_jsonl_labels_may_be_json_booleans_and_numbers(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"text": "a", "label": true}\n{"text": "b", "label": 0}\n')
-    assert read_labelled(path).labels.tolist() == [1, 0]
+    assert classes(read_labelled(path)) == (("negative", "positive"), [1, 0])
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -51,7 +58,7 @@ def test_jsonl_labels_may_be_json_booleans_and_numbers(tmp_path):
     (lambda p: p.write_text(""), "the file is empty"),
     (lambda p: p.write_text("text,label\n"), "no rows below the header"),
     (lambda p: p.write_text("body,stars\nGreat,5\n"), "no text column 'text' (columns found: body, stars)"),
-    (lambda p: p.write_text("text,label\nGreat,pos\nBad,maybe\n"), "row 2: label 'maybe' is not one of"),
+    (lambda p: p.write_text("text,label\nGreat,pos\nBad,neg\nOdd,1\n\"x,y\n"), "not valid CSV"),
 ])
 def test_bad_csv_gets_a_one_line_error_naming_the_file(tmp_path, setup, message):
     path = tmp_path / "bad.csv"
@@ -68,8 +75,9 @@ def test_bad_jsonl_names_the_line(tmp_path):
     with pytest.raises(DataError, match=r"bad.jsonl: line 2: not valid JSON"):
         read_labelled(path)
     path.write_text('{"text": "fine", "label": 1}\n{"text": "x", "label": "meh"}\n')
-    with pytest.raises(DataError, match=r"line 2: label 'meh' is not one of"):
-        read_labelled(path)
+    reviews = read_labelled(path)  # any label may train; one outside a given set is named with its line
+    with pytest.raises(DataError, match=r"^bad.jsonl: line 2: label 'meh' is not one of the labels negative, positive$"):
+        LabelReader(["negative", "positive"]).read(reviews.labels, "bad.jsonl", reviews.where)
 
 
 def test_plain_text_cannot_train_and_unknown_suffix_is_named(tmp_path):
@@ -117,8 +125,8 @@ def test_imdb_archive_and_folder_give_the_same_reviews(tmp_path):
     for split, n in (("train", 20), ("test", 10)):
         assert len(from_archive[split]) == n
         assert from_archive[split].texts == from_folder[split].texts
-        np.testing.assert_array_equal(from_archive[split].labels, from_folder[split].labels)
-        assert from_archive[split].labels.sum() == n // 2  # unsup/ is not read
+        assert from_archive[split].labels == from_folder[split].labels
+        assert from_archive[split].labels.count("pos") == n // 2  # unsup/ is not read
 
 
 def test_imdb_archive_without_a_test_split_reads_train(tmp_path):
