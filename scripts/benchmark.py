@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     from bench.serving import bench_serve
     from bench.tokenizing import bench_tokenize
     from bench.training import bench_train
+    from sentiment.labels import BINARY, LabelReader
     from sentiment.sources import read_imdb
 
     train = read_imdb(args.archive, ("train",))["train"]
-    texts, labels = train.texts, train.labels
+    texts, labels = train.texts, LabelReader(BINARY).read(train.labels, str(args.archive), train.where)  # 0/1
     if args.quick:
         pick = np.random.default_rng(0).permutation(len(texts))[:2000]
         texts, labels = [texts[i] for i in pick], labels[pick]

@@ -139,7 +139,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     train = write_csv(root / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
     test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
-    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test),
+    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.min_epoch_size", "0",
             "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
             "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
             "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(root),

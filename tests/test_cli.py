@@ -227,7 +227,7 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
         warnings.simplefilter("always")
         # README's example, on a tiny corpus and a small network
         dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), test_file=str(test),
-                                 predict_file=str(tmp_path / "new.txt"), min_freq=1, batch_size=32)
+                                 predict_file=str(tmp_path / "new.txt"), min_freq=1, batch_size=32, min_epoch_size=0)
         dm.prepare_data()
         model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=16, hidden_dim=16,
                                     lr=0.01)
@@ -251,6 +251,7 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
 def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
     def fit(name):
         assert run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+                       "--data.min_epoch_size", "0",
                        "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.1",
                        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / name),
                        "--trainer.enable_progress_bar", "false") == 0
@@ -268,7 +269,7 @@ def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
     # a constant learning rate: a one-cycle schedule is planned for the run's length and cannot be extended
     common = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
               "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.lr_schedule", "constant",
-              "--trainer.default_root_dir", str(tmp_path),
+              "--data.min_epoch_size", "0", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"]
     assert run_cli("fit", *common, "--trainer.max_epochs", "1") == 0
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
@@ -287,6 +288,7 @@ def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
 def test_ddp_fit_on_two_processes_shares_one_cache(tmp_path, tiny_csv):
     out = subprocess.run(
         ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+         "--data.min_epoch_size", "0",
          "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "2",
          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path),
          "--trainer.enable_progress_bar", "false"],

@@ -226,3 +226,23 @@ def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(t
     dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(path))
     dm.setup("fit")
     assert len(dm.dataset("train")) == 5400
+
+
+def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
+    from sentiment.data import EpochShuffle
+
+    rows = list(range(30))
+    sampler = EpochShuffle(rows, seed=3, min_rows=100)
+    order = list(sampler)
+    assert len(sampler) == len(order) == 120  # four whole passes: every row equally often
+    assert [order[i * 30 : (i + 1) * 30] for i in range(4)] != [rows] * 4
+    assert all(sorted(order[i * 30 : (i + 1) * 30]) == rows for i in range(4))
+    sampler.set_epoch(1)
+    assert list(sampler) != order and sorted(list(sampler)) == sorted(order)
+    assert len(EpochShuffle(list(range(500)), seed=3, min_rows=100)) == 500  # a large split: one pass, as before
+    path = write_csv(tmp_path / "t.csv", [("good film", "pos"), ("bad film", "neg")] * 50)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), min_freq=1, batch_size=10,
+                             min_epoch_size=300)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_dataloader()) == 4 * 9  # 90 training reviews, 4 passes, batches of 10

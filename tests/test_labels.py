@@ -107,7 +107,9 @@ def three(tmp_path_factory):
     train = write_csv(root / "train.csv", make_polar_reviews(900))
     test = write_csv(root / "test.csv", make_polar_reviews(90, seed=5))
     assert run_cli("fit", "--config", str(CONFIGS / "imdb.yaml"), "--data.train_file", str(train), "--data.test_file",
-                   str(test), "--data.data_dir", str(root / "data"), "--data.min_freq", "1", "--model.hidden_dim", "16",
+                   str(test), "--data.data_dir", str(root / "data"), "--data.min_freq", "1",
+                   "--data.min_epoch_size", "0",
+                   "--model.hidden_dim", "16",
                    "--model.embed_dim", "16", "--model.adversarial", "0", "--trainer.max_epochs", "8",
                    "--trainer.log_every_n_steps", "5", "--trainer.enable_progress_bar", "false",
                    "--trainer.default_root_dir", str(root)) == 0
@@ -199,6 +201,7 @@ def test_imdb_star_ratings_are_an_eight_class_task(tmp_path):
     assert sum(dm.class_counts) == 360 and min(dm.class_counts) > 0
     root = tmp_path / "run"
     assert run_cli("fit", "--data.data_dir", str(data), "--data.target", "rating", "--data.min_freq", "1",
+                   "--data.min_epoch_size", "0",
                    "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "1",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     best = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"

@@ -115,7 +115,8 @@ def test_a_few_batches_can_be_overfit():
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
                                 embed_dropout=0.0, word_dropout=0.0, lr=0.01)
-    assert _correct_after_training(model, lambda b: classification_loss(model(b["input_ids"], b["lengths"]), b["labels"]),
+    assert _correct_after_training(model, lambda b: classification_loss(model(b["input_ids"], b["lengths"]),
+                                                                         b["labels"]),
                                    epochs=60) == 64
 
 
@@ -174,7 +175,8 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
     model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
                                 adversarial=1.0)
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
-    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=3, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=3, logger=False,
+                        enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path, gradient_clip_val=1.0)
     before = model.net.embedding.weight.detach().clone()
     trainer.fit(model, loader)

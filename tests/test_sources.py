@@ -76,7 +76,8 @@ def test_bad_jsonl_names_the_line(tmp_path):
         read_labelled(path)
     path.write_text('{"text": "fine", "label": 1}\n{"text": "x", "label": "meh"}\n')
     reviews = read_labelled(path)  # any label may train; one outside a given set is named with its line
-    with pytest.raises(DataError, match=r"^bad.jsonl: line 2: label 'meh' is not one of the labels negative, positive$"):
+    with pytest.raises(DataError, match=r"^bad.jsonl: line 2: label 'meh' is not one of the labels negative, "
+                                        r"positive$"):
         LabelReader(["negative", "positive"]).read(reviews.labels, "bad.jsonl", reviews.where)
 
 

@@ -17,7 +17,7 @@ import yaml
 from bench.common import CONFIGS, ROOT, Report, Timed, in_turns
 from sentiment.cli import SentimentCLI, default_precision
 from sentiment.data import EncodedReviews, _as_batch
-from sentiment.model import SentimentNet, adversarial_losses, binary_loss
+from sentiment.model import SentimentNet, adversarial_losses, classification_loss
 
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
 ORIGINAL = yaml.safe_load((CONFIGS / "seed.yaml").read_text())  # the original project's recipe
@@ -53,7 +53,7 @@ class PlainLoop(Timed):
                                                                    batch["labels"], self.adversarial)
                     loss = loss + adversarial_loss
                 else:  # the loss in float32 under autocast too, as in SentimentClassifier
-                    loss = binary_loss(self.net(batch["input_ids"], batch["lengths"]).float(), batch["labels"])
+                    loss = classification_loss(self.net(batch["input_ids"], batch["lengths"]).float(), batch["labels"])
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
