@@ -26,3 +26,21 @@ def test_benchmark_refuses_a_missing_archive(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--archive", str(tmp_path / "none.tar.gz")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no such archive" in out.stderr
+
+
+def test_the_accuracy_references_run_on_the_projects_own_split(trained, tmp_path):
+    scripts = SCRIPT.parent
+    data = ["--data.train_file", str(trained["root"] / "train.csv"), "--data.test_file", str(trained["test"]),
+            "--data.data_dir", str(tmp_path / "d"), "--data.min_freq", "1"]
+    out = subprocess.run([sys.executable, str(scripts / "reference.py"), *data, "--C", "4"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("labels negative, positive; train 360 reviews")  # the seeded split: 400 less 40
+    assert [line.split(":")[0] for line in lines[1:]] == ["C 4 val", "C 4 test"]
+    assert float(lines[1].split("acc ")[1].split(",")[0]) > 90  # the tiny corpus is easy
+    out = subprocess.run([sys.executable, str(scripts / "calibration.py"), "--ckpt_path", str(trained["best"]), *data],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("validation: 40 reviews, accuracy ")
+    assert "snippets (first 20 tokens): 40 reviews" in out.stdout
