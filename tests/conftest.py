@@ -16,6 +16,7 @@ import pytest
 from sentiment.cli import cli_main
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb_train.tar.gz"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 POSITIVE = ["great", "wonderful", "loved", "excellent", "brilliant", "moving", "superb", "fun"]
 NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst", "waste", "bad"]
@@ -157,3 +158,17 @@ class RecordModel(L.Callback):
 
         built = {"model": dict(pl_module.hparams), "data": dict(trainer.datamodule.hparams)}
         (Path(trainer.datamodule.hparams.data_dir) / "built.yaml").write_text(yaml.safe_dump(built))
+
+
+@pytest.fixture(scope="session")
+def three(tmp_path_factory):
+    """A tiny negative / neutral / positive corpus, fitted with the default recipe's command."""
+    root = tmp_path_factory.mktemp("three")
+    train = write_csv(root / "train.csv", make_polar_reviews(900))
+    test = write_csv(root / "test.csv", make_polar_reviews(90, seed=5))
+    assert run_cli("fit", "--config", str(CONFIGS / "imdb.yaml"), "--data.train_file", str(train),
+                   "--data.test_file", str(test), "--data.data_dir", str(root / "data"), "--data.min_freq", "1",
+                   "--data.min_epoch_size", "0", "--model.hidden_dim", "16", "--model.embed_dim", "16",
+                   "--model.adversarial", "0", "--trainer.max_epochs", "8", "--trainer.log_every_n_steps", "5",
+                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
+    return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt", "test": test}

@@ -2,21 +2,18 @@
 end, star ratings, and binary checkpoints written before label sets."""
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REAL_ARCHIVE, build_imdb_archive, make_polar_reviews, run_cli, write_csv
+from conftest import CONFIGS, REAL_ARCHIVE, build_imdb_archive, make_polar_reviews, run_cli, write_csv
 
 from sentiment.data import SentimentDataModule, stratified_split
 from sentiment.errors import DataError
 from sentiment.labels import LabelReader
 from sentiment.model import classification_loss
 from sentiment.predictor import Predictor
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 ORDERS = [
     (["pos", "neg", "NEG", "1"], ("negative", "positive")),  # the binary words of old, mixed: two classes
@@ -98,22 +95,6 @@ def test_balanced_class_weights_reach_the_training_loss(tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(model, dm)
     assert model.class_weight.tolist() == pytest.approx([270 / 135, 270 / 135, 270 / 540])
-
-
-@pytest.fixture(scope="module")
-def three(tmp_path_factory):
-    """A tiny negative / neutral / positive corpus, fitted with the default recipe's command."""
-    root = tmp_path_factory.mktemp("three")
-    train = write_csv(root / "train.csv", make_polar_reviews(900))
-    test = write_csv(root / "test.csv", make_polar_reviews(90, seed=5))
-    assert run_cli("fit", "--config", str(CONFIGS / "imdb.yaml"), "--data.train_file", str(train), "--data.test_file",
-                   str(test), "--data.data_dir", str(root / "data"), "--data.min_freq", "1",
-                   "--data.min_epoch_size", "0",
-                   "--model.hidden_dim", "16",
-                   "--model.embed_dim", "16", "--model.adversarial", "0", "--trainer.max_epochs", "8",
-                   "--trainer.log_every_n_steps", "5", "--trainer.enable_progress_bar", "false",
-                   "--trainer.default_root_dir", str(root)) == 0
-    return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt", "test": test}
 
 
 def test_three_classes_train_and_log_a_3x3_matrix_and_a_score_per_class(three):
@@ -240,3 +221,18 @@ def test_real_imdb_ratings(tmp_path):
     assert dm.label_names == ["1", "2", "3", "4", "7", "8", "9", "10"]
     counts = dict(zip(dm.label_names, dm.class_counts))
     assert sum(counts.values()) == 22_500 and counts["1"] > counts["2"]  # one star is IMDb's commonest low rating
+
+
+def test_a_three_class_model_exports_to_onnx_with_a_column_per_class(three, tmp_path):
+    import json
+
+    import onnxruntime as ort
+
+    assert run_cli("export", "--ckpt_path", str(three["best"]), "--output", str(tmp_path / "m.onnx")) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["labels"]) == ["negative", "neutral", "positive"]
+    predictor = Predictor.from_checkpoint(three["best"], bfloat16=False)
+    texts = ["okay average film", "awful", "brilliant superb fun and a moving story"]
+    input_ids, lengths = predictor.encoder.encode_batch(texts)
+    (probs,) = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
+    np.testing.assert_allclose(probs, [list(a["scores"].values()) for a in predictor.predict(texts)], atol=1e-4)

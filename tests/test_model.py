@@ -402,3 +402,31 @@ def test_gradients_are_clipped_for_the_fused_optimizer(algorithm):
         assert torch.nn.utils.get_total_norm(grads) == pytest.approx(0.5, rel=1e-4)
     else:
         assert max(g.abs().max() for g in grads) <= 0.5
+
+
+def test_three_classes_learn_with_adversarial_training_label_smoothing_and_word_dropout():
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        labels = torch.randint(0, 3, (16,), generator=g)
+        input_ids = torch.randint(5, 40, (16, 10), generator=g)
+        input_ids[:, 3] = 2 + labels  # the class word
+        batches.append({"input_ids": input_ids, "lengths": torch.full((16,), 10), "labels": labels})
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, classes=["a", "b", "c"], embed_dim=16, hidden_dim=16,
+                                adversarial=1.0, label_smoothing=0.1, word_dropout=0.1, lr=0.01)
+    assert model.net(batches[0]["input_ids"], batches[0]["lengths"]).shape == (16, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        for _ in range(60):
+            for b in batches:
+                optimizer.zero_grad()
+                model.training_step(b, 0).backward()
+                optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        right = sum((model(b["input_ids"], b["lengths"]).argmax(1) == b["labels"]).sum().item() for b in batches)
+    assert right == 64

@@ -353,3 +353,27 @@ def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_page_shows_a_bar_for_each_of_three_classes(three):
+    process, client = serve(three["best"])
+    try:
+        expected = client.predict({"texts": ["An okay, average film."]})[1]["predictions"][0]
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{client.port}/")
+            page.wait_for_selector("#classes:has-text('neutral')", timeout=15_000)
+            page.fill("#review", "An okay, average film.")
+            page.click("#classify")
+            page.wait_for_selector(f"#verdict[data-label={expected['label']}]", timeout=15_000)
+            bars = page.locator("#bars [role=meter]")
+            assert [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())] == [
+                "probability of negative", "probability of neutral", "probability of positive"]
+            assert [bars.nth(i).get_attribute("aria-valuenow") for i in range(3)] == [
+                str(round(p * 100)) for p in expected["scores"].values()]
+            assert page.inner_text("#classes") == "Classes: negative, neutral, positive."
+            page.screenshot(path=str(ARTIFACTS / "serve-page-three-classes.png"), full_page=True)
+    finally:
+        stop(process)
