@@ -19,10 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.common import ROOT, Report, recipe, write_reviews  # noqa: E402
-from bench.training import original_loop_worker  # noqa: E402
-
-from sentiment.cpu import configure_cpu  # noqa: E402
+from bench import ROOT  # noqa: E402
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
 ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "serve", "cores")
@@ -38,15 +35,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--original-loop", type=Path, help=argparse.SUPPRESS)  # OriginalProcess's child
     args = parser.parse_args(argv)
     if args.original_loop:
+        from bench.training import original_loop_worker
         return original_loop_worker(args.original_loop)  # before configure_cpu: the original ran without it
-    configure_cpu()  # as `sentiment` does; both sides of every comparison run in this process
-    if not args.archive.exists():
+    if not args.archive.exists():  # checked before the imports of Lightning, which take seconds
         parser.error(f"{args.archive}: no such archive (pass --archive)")
     sections = set(args.only.split(","))
     if unknown := sections - set(ALL_SECTIONS):
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; expected some of {', '.join(ALL_SECTIONS)}")
 
     import numpy as np
+
+    from sentiment.cpu import configure_cpu
+    configure_cpu()  # as `sentiment` does; both sides of every comparison run in this process
+
+    from bench.common import Report, recipe, write_reviews
 
     from bench.cores import bench_cores
     from bench.overhead import bench_lightning
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         if "lightning" in sections:
             bench_lightning(cli, report, steps)
         if sections & {"predict", "serve"}:
-            ckpt = bench_predict(texts, labels, train_file, work, report, rounds=1 if args.quick else 3)
+            ckpt = bench_predict(texts, labels, train_file, work, report, rounds=1 if args.quick else 3,
+                                 warmup=0 if args.quick else 1)
             if "serve" in sections:
                 bench_serve(texts, ckpt, report, requests=200 if args.quick else 2000)
         if "cores" in sections:

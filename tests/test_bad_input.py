@@ -96,8 +96,8 @@ def _predict_peak_rss_mb(trained, path, out):
 
 
 @pytest.mark.slow
-def test_a_million_line_predict_file_keeps_memory_flat_and_every_line(trained, tmp_path):
-    lines = ["a superb film", "awful and dull", "", "the plot"] * 250_000
+def test_a_long_predict_file_keeps_memory_flat_and_every_line(trained, tmp_path):
+    lines = ["a superb film", "awful and dull", "", "the plot"] * 100_000
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     small.write_text("\n".join(lines[:4_000]) + "\n")
     large.write_text("\n".join(lines) + "\n")
@@ -105,7 +105,8 @@ def test_a_million_line_predict_file_keeps_memory_flat_and_every_line(trained, t
     peak = _predict_peak_rss_mb(trained, large, tmp_path / "large.csv")
     with open(tmp_path / "large.csv", encoding="utf-8") as f:
         rows = sum(1 for _ in f) - 1
-    assert rows == 1_000_000
-    # 250 times the input, (nearly) the same memory: rows are streamed in and out
-    print(f"peak memory: {base} MB for 4,000 lines, {peak} MB for 1,000,000")
+    assert rows == 400_000
+    # 100 times the input, (nearly) the same memory: rows are streamed in and out (holding the answers alone
+    # would take hundreds of MB more)
+    print(f"peak memory: {base} MB for 4,000 lines, {peak} MB for 400,000")
     assert peak - base < 100, (base, peak)

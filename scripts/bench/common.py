@@ -13,9 +13,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from bench import ROOT
 from sentiment.cli import SentimentCLI, build_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 WARMUP_STEPS = 5
 MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"

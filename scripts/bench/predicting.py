@@ -104,7 +104,7 @@ def start_up(two: Path, ckpt: Path, rounds: int) -> dict[str, float]:
 
 
 def bench_predict(texts: list[str], labels: np.ndarray, train_file: Path, work: Path, report: Report,
-                  rounds: int) -> Path:
+                  rounds: int, warmup: int = 1) -> Path:
     """Returns the default recipe's checkpoint, for the server's section."""
     reviews = write_lines(work / "reviews.txt", texts)
     out = work / "predictions.csv"
@@ -117,7 +117,7 @@ def bench_predict(texts: list[str], labels: np.ndarray, train_file: Path, work: 
     whole = Command(ckpt, reviews, out, len(texts), whole=True)
     fast_command = Command(fast_ckpt, reviews, out, len(texts))
     runners = [fasttext, api, command, whole, fast_command]
-    in_turns(runners, rounds, rounds=rounds, warmup=1)
+    in_turns(runners, rounds, rounds=rounds, warmup=warmup)
     n = f"{len(texts):,} raw reviews"
     report.add(f"fastText (C++, bigrams), {n} (its own tokenizing included): the reference",
                f"{fasttext.throughput:,.0f} reviews/s", "", f"{len(texts) / fasttext.throughput:.1f} s")
