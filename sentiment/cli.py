@@ -27,7 +27,7 @@ from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16
-from sentiment.data import ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
+from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
 from sentiment.errors import DataError
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -169,7 +169,7 @@ class SentimentCLI(LightningCLI):
     def _data_settings_from(self, checkpoint: dict, parser: LightningArgumentParser, args: Any) -> None:
         """Parse again with the checkpoint's data settings as the defaults, so that a setting given in a config or
         on the command line still wins; one that would encode reviews otherwise than training did is refused."""
-        saved = checkpoint.get("datamodule_hyper_parameters") or {}
+        saved = {**BEFORE_SETTING, **(checkpoint.get("datamodule_hyper_parameters") or {})}
         subcommand = self.config.subcommand
         self._subcommand_parsers[subcommand].set_defaults(
             {f"data.{key}": saved[key] for key in CKPT_DATA_KEYS if key in saved})

@@ -40,7 +40,9 @@ SPLITS = ("train", "val", "test")
 # vocabulary is counted, and which reviews it is counted on. With the source files they key the cache, and
 # `validate` and `test` take them from the checkpoint: a model evaluates only reviews encoded as it was trained.
 ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name != "vocab"),
-                 "min_freq", "max_size", "text_column", "val_fraction", "seed")
+                 "min_freq", "max_size", "text_column", "val_fraction", "seed", "val_by_movie")
+# What a data setting meant in checkpoints written before it existed: their runs were split at random
+BEFORE_SETTING = {"val_by_movie": False}
 # The settings that decide the classes: which label the reviews carry, and the label set with its order
 LABEL_KEYS = ("target", "labels")
 Target = Literal["label", "rating"]
@@ -191,6 +193,10 @@ class SentimentDataModule(L.LightningDataModule):
         max_size: at most this many ids (``<pad>`` and ``<unk>`` included); None for no limit.
         val_fraction: share of the training data held out for validation when there is no ``val_file``.
         seed: seed of the validation split (stratified: every class keeps its share).
+        val_by_movie: with IMDb, the validation split takes whole movies (every review of a movie on one side;
+            ``urls_*.txt`` in the archive names each review's movie), as the official test split's movies are
+            all new: a random split shares movies with training and overstates accuracy. Where the source does
+            not name the movies, the split is random.
         labels: the label set and its order (e.g. ``[negative, neutral, positive]``); default: the values found
             in the training split, numbers in numeric order, negative < neutral < positive, other words
             alphabetically.
@@ -224,6 +230,7 @@ class SentimentDataModule(L.LightningDataModule):
         max_size: int | None = 30000,
         val_fraction: float = 0.1,
         seed: int = 42,
+        val_by_movie: bool = True,
         labels: list[str] | None = None,
         target: Target = "label",
         batch_size: int = 64,
@@ -454,7 +461,8 @@ class SentimentDataModule(L.LightningDataModule):
             rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
             raise DataError(f"{names['train']}: too few training reviews of {rare}; every class needs at least two")
         if "val" not in reviews and hp.val_fraction > 0:
-            val_idx, train_idx = stratified_split(classes["train"], hp.val_fraction, hp.seed)
+            movies = reviews["train"].groups if hp.val_by_movie else None
+            val_idx, train_idx = stratified_split(classes["train"], hp.val_fraction, hp.seed, movies)
             if not 0 < len(val_idx) < len(classes["train"]):
                 raise DataError(f"{names['train']}: {len(classes['train'])} reviews are too few for a val_fraction "
                                 f"of {hp.val_fraction}; set --data.val_file")
@@ -485,17 +493,32 @@ class SentimentDataModule(L.LightningDataModule):
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def stratified_split(classes: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(classes: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """A seeded held-out share of every class (rounded, at least one of each), and the rest in their order.
 
-    Held-out rows come shuffled, so validation batches mix the classes."""
+    With ``groups``, whole groups are held out (every review of a movie on one side): groups are taken in a
+    seeded order while they fit in what every class still needs, so each class gets its share, or as close to
+    it as the group sizes allow. Held-out rows come shuffled, so validation batches mix the classes."""
     rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(classes):
-        rows = np.flatnonzero(classes == c)
-        n = min(len(rows) - 1, max(1, int(round(len(rows) * fraction))))
-        held.append(rng.permutation(rows)[:n])
-    val_idx = rng.permutation(np.concatenate(held))
+    counts = np.bincount(classes)
+    wanted = np.minimum(counts - 1, np.maximum(1, np.round(counts * fraction).astype(np.int64)))
+    wanted[counts == 0] = 0
+    if groups is None:
+        held = [rng.permutation(np.flatnonzero(classes == c))[:n] for c, n in enumerate(wanted)]
+        val_idx = rng.permutation(np.concatenate(held))
+    else:
+        names, group = np.unique(np.asarray(groups), return_inverse=True)
+        per_group = np.zeros((len(names), len(counts)), dtype=np.int64)
+        np.add.at(per_group, (group, classes), 1)
+        taken, chosen = np.zeros_like(wanted), []
+        for g in rng.permutation(len(names)):
+            if np.all(taken + per_group[g] <= wanted):
+                taken += per_group[g]
+                chosen.append(g)
+                if np.array_equal(taken, wanted):
+                    break
+        val_idx = rng.permutation(np.flatnonzero(np.isin(group, chosen)))
     train_mask = np.ones(len(classes), dtype=bool)
     train_mask[val_idx] = False
     return val_idx, np.flatnonzero(train_mask)

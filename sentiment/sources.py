@@ -47,13 +47,14 @@ class Reviews:
     labels: Sequence
     where: Sequence[str]
     ids: list[str] | None = field(default=None)
+    groups: list[str] | None = field(default=None)  # what each review is about (IMDb: its movie), where known
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, idx: Sequence[int]) -> Reviews:
-        return Reviews([self.texts[i] for i in idx], [self.labels[i] for i in idx], [self.where[i] for i in idx],
-                       [self.ids[i] for i in idx] if self.ids is not None else None)
+        pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
+        return Reviews(pick(self.texts), pick(self.labels), pick(self.where), pick(self.ids), pick(self.groups))
 
 
 # --- text decoding that counts what it had to replace ----------------------------------------------------
@@ -92,6 +93,9 @@ def _decode(data: bytes) -> str:
 # --- IMDb ------------------------------------------------------------------------------------------------
 
 _IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/([^/]+)\.txt$")
+# Line i of urls_pos.txt is the IMDb page of the movie that pos/i_<rating>.txt reviews
+_IMDB_URLS = re.compile(r"^aclImdb/(train|test)/urls_(pos|neg)\.txt$")
+_IMDB_TITLE = re.compile(r"/title/(tt\d+)")
 IMDB_TARGETS = ("label", "rating")  # pos/neg from the folder, or the star rating from the file name
 
 
@@ -130,6 +134,9 @@ def source_signature(path: Path) -> list:
             d = path / split / label
             if d.is_dir():
                 sig.append([split, label, d.stat().st_mtime_ns, sum(1 for _ in os.scandir(d))])
+            urls = path / split / f"urls_{label}.txt"
+            if urls.is_file():
+                sig.append([split, urls.name, urls.stat().st_size, urls.stat().st_mtime_ns])
     return sig
 
 
@@ -156,15 +163,19 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: s
 
     ``target``: ``label`` (``pos``/``neg``, from the folder) or ``rating`` (the stars in the file name,
     ``123_9.txt``: 9). An archive is read in place, never extracted; any entry that would land outside its
-    folder is refused. Splits the source does not have are left out of the result.
+    folder is refused. Splits the source does not have are left out of the result. Where the split has its
+    ``urls_pos.txt`` and ``urls_neg.txt``, each review's ``groups`` entry is its movie (``tt0453418``).
     """
     if target not in IMDB_TARGETS:
         raise DataError(f"target must be one of {', '.join(IMDB_TARGETS)}, got {target!r}")
     found: dict[str, list[tuple[str, tuple, str, str]]] = {s: [] for s in splits}
+    urls: dict[tuple[str, str], list[str]] = {}  # (split, folder): the movie of each review id
     with _warn_on_replacements(source):
         if source.is_dir():
             for split in splits:
                 for folder in ("neg", "pos"):
+                    if (source / split / f"urls_{folder}.txt").is_file():
+                        urls[split, folder] = (source / split / f"urls_{folder}.txt").read_text().splitlines()
                     d = source / split / folder
                     if not d.is_dir():
                         continue
@@ -183,6 +194,8 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: s
                             text = _decode(tar.extractfile(member).read())
                             label = _imdb_label(m.group(2), m.group(3), target, f"{source}: {member.name}")
                             found[m.group(1)].append((m.group(2), _review_order(m.group(3)), text, label))
+                        elif (u := _IMDB_URLS.match(member.name)) and u.group(1) in found and member.isfile():
+                            urls[u.group(1), u.group(2)] = _decode(tar.extractfile(member).read()).splitlines()
             except (tarfile.TarError, EOFError, OSError) as e:
                 raise DataError(f"{source}: not a readable tar archive ({e})") from None
     out = {}
@@ -190,10 +203,25 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: s
         if items:
             items.sort(key=lambda x: (x[0], x[1]))  # neg before pos, then by review id: the same in any source
             out[split] = Reviews([t for _, _, t, _ in items], [label for _, _, _, label in items],
-                                 [f"aclImdb/{split}/{folder}/{name}.txt" for folder, (_, name), _, _ in items])
+                                 [f"aclImdb/{split}/{folder}/{name}.txt" for folder, (_, name), _, _ in items],
+                                 groups=_movies(items, split, urls))
     if "train" in splits and "train" not in out:
         raise DataError(f"{source}: no reviews under aclImdb/train/pos or aclImdb/train/neg")
     return out
+
+
+def _movies(items: list[tuple[str, tuple, str, str]], split: str, urls: dict[tuple[str, str], list[str]]
+            ) -> list[str] | None:
+    """The movie of every review, from the split's urls files; None where a file is missing or does not cover
+    every review id (then nothing is known of the movies)."""
+    movies = []
+    for folder, (review_id, _), _, _ in items:
+        lines = urls.get((split, folder))
+        if lines is None or not 0 <= review_id < len(lines):
+            return None
+        title = _IMDB_TITLE.search(lines[review_id])
+        movies.append(title.group(1) if title else lines[review_id].strip())
+    return movies
 
 
 def download(url: str, dest: Path, sha256: str | None, progress: bool = True) -> Path:

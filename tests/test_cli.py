@@ -102,6 +102,31 @@ def test_validate_scores_the_checkpoint_on_its_own_validation_split(trained, tmp
     assert events.Scalars("val/loss")[-1].value == pytest.approx(loss, abs=1e-5)
 
 
+def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random_split(tmp_path):
+    # checkpoints written before `val_by_movie` existed carry no such setting: their runs were split at random,
+    # and `validate` must score them on that split (by movie, the loss would differ)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=400, movies=40)
+    assert run_cli("fit", "--data.data_dir", str(data_dir), "--data.min_freq", "1", "--data.val_by_movie", "false",
+                   "--data.min_epoch_size", "0", "--model.hidden_dim", "8", "--model.embed_dim", "8",
+                   "--model.adversarial", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+                   str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    (logged,) = [e.value for e in _events(run).Scalars("val/loss")]
+    old = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    del old["datamodule_hyper_parameters"]["val_by_movie"]
+    torch.save(old, tmp_path / "old.ckpt")
+    for ckpt, root in ((tmp_path / "old.ckpt", tmp_path / "old"), (run / "checkpoints" / "best.ckpt", tmp_path / "new")):
+        assert run_cli("validate", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
+                       "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
+        (loss,) = [e.value for e in _events(root / "lightning_logs" / "version_0").Scalars("val/loss")]
+        assert loss == pytest.approx(logged, abs=1e-5)
+    assert run_cli("validate", "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.data_dir", str(data_dir),
+                   "--data.val_by_movie", "true", "--trainer.default_root_dir", str(tmp_path / "by_movie"),
+                   "--trainer.enable_progress_bar", "false") == 1  # another split than training's: refused
+
+
 @pytest.mark.parametrize("option, value", [("--data.max_size", "10"),
                                            ("--data.min_freq", "2")])  # 2 is the default: given all the same
 def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp_path, capsys, option, value):

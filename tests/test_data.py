@@ -67,6 +67,19 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
     assert split(2)[2] != own_words  # another seed, another split
 
 
+@pytest.mark.parametrize("by_movie", [True, False])
+def test_imdb_validation_takes_whole_movies_named_in_the_archive(tmp_path, by_movie):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=400, movies=40)
+    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, val_by_movie=by_movie)
+    reviews, classes, _ = dm.read_splits()
+    train, val = set(reviews["train"].groups), set(reviews["val"].groups)
+    assert len(reviews["val"]) == 40 and np.bincount(classes["val"]).tolist() == [20, 20]
+    assert bool(train & val) is not by_movie  # at random, 40 reviews of 40 movies meet the rest's movies
+    assert all(m.startswith("tt") for m in train | val)
+
+
 def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 10)
     val = write_csv(tmp_path / "val.csv", [("zebra good", "pos"), ("zebra bad", "neg")])
@@ -188,6 +201,8 @@ def test_real_imdb_training_archive(tmp_path):
     dm.setup("fit")
     train, val = dm.dataset("train"), dm.dataset("val")
     assert (len(train), len(val)) == (22500, 2500)
+    reviews, _, _ = dm.read_splits()  # every review of a movie on one side (urls_*.txt)
+    assert not set(reviews["train"].groups) & set(reviews["val"].groups) and len(set(reviews["val"].groups)) > 300
     labels = np.concatenate([train.labels, val.labels])
     assert labels.sum() == 12500 and len(labels) == 25000
     assert dm.vocab_size == 30000

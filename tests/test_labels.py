@@ -63,6 +63,21 @@ def test_the_validation_split_keeps_every_class_in_its_share():
     assert again.tolist() == val.tolist() and other.tolist() != val.tolist()
 
 
+def test_a_validation_split_by_movie_takes_whole_movies_and_keeps_each_class_share():
+    rng = np.random.default_rng(0)
+    movies = rng.integers(0, 120, 1000)  # 120 movies, about 8 reviews each
+    classes = (rng.random(1000) < np.where(movies % 3 == 0, 0.9, 0.3)).astype(int)  # some movies liked more
+    val, train = stratified_split(classes, 0.1, seed=7, groups=[f"tt{m}" for m in movies])
+    assert not set(movies[val]) & set(movies[train])  # no movie on both sides
+    share = np.round(np.bincount(classes) * 0.1)
+    assert np.abs(np.bincount(classes[val]) - share).max() <= 1  # as close as movies of ~8 reviews allow
+    assert sorted([*val, *train]) == list(range(1000))
+    other, _ = stratified_split(classes, 0.1, seed=8, groups=[f"tt{m}" for m in movies])
+    assert set(movies[other]) != set(movies[val])
+    at_random, rest = stratified_split(classes, 0.1, seed=7)
+    assert set(movies[at_random]) & set(movies[rest])  # what a split by review does
+
+
 def test_balanced_class_weights_weigh_each_class_alike():
     logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
     labels = torch.tensor([0, 0, 0, 2])  # class 0 three times as common and well predicted; class 2 not
@@ -220,7 +235,8 @@ def test_real_imdb_ratings(tmp_path):
     dm.prepare_data()
     assert dm.label_names == ["1", "2", "3", "4", "7", "8", "9", "10"]
     counts = dict(zip(dm.label_names, dm.class_counts))
-    assert sum(counts.values()) == 22_500 and counts["1"] > counts["2"]  # one star is IMDb's commonest low rating
+    # a tenth of each class held out, as closely as whole movies allow
+    assert abs(sum(counts.values()) - 22_500) <= 10 and counts["1"] > counts["2"]  # one star: the commonest low
 
 
 def test_a_three_class_model_exports_to_onnx_with_a_column_per_class(three, tmp_path):
