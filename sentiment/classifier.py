@@ -228,6 +228,14 @@ class SentimentClassifier(L.LightningModule):
                 raise DataError(f"the data's labels are {', '.join(datamodule.label_names)} but the model was "
                                 f"trained on {', '.join(self.labels)}")
             self.text_encoder = encoder
+            vectors = getattr(datamodule, "embedding_vectors", None) if stage == "fit" else None
+            if vectors is not None:  # a run resumed from a checkpoint restores its own weights after this
+                embedding = self.net.embedding.weight
+                if vectors.shape != tuple(embedding.shape):
+                    raise DataError(f"the word vectors have {vectors.shape[1]} dimensions but the model's embedding "
+                                    f"{embedding.shape[1]}: set --data.word_vectors and --model.embed_dim alike")
+                with torch.no_grad():
+                    embedding.copy_(torch.from_numpy(vectors))
             if stage == "fit" and self.hparams.class_weights == "balanced":
                 counts = torch.tensor(datamodule.class_counts, dtype=torch.float32)
                 self.class_weight = (counts.sum() / (len(counts) * counts)).to(self.device)

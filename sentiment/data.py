@@ -28,10 +28,12 @@ from sentiment.sources import (
     find_imdb,
     iter_unlabelled,
     read_imdb,
+    read_imdb_unlabelled,
     read_labelled,
     source_signature,
 )
 from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends
+from sentiment.vectors import save_vectors, train_vectors, vectors_file
 
 CACHE_VERSION = 3  # 3: labels are class indices of a label set named in meta.json
 CACHE_FOLDER = ".sentiment_cache"
@@ -202,6 +204,10 @@ class SentimentDataModule(L.LightningDataModule):
             alphabetically.
         target: with IMDb, ``label`` (positive/negative) or ``rating`` (the star rating in each file name,
             1-4 and 7-10: an 8-class task).
+        word_vectors: dimensions of word vectors (skip-gram, gensim) learnt by ``prepare_data()`` from the
+            training split and, with IMDb, its 50,000 unlabelled reviews, to start the model's embedding from
+            (its ``embed_dim`` must match); cached beside the encoded data, so only the first fit pays for them.
+            0: none.
         batch_size: reviews per training, validation and test batch.
         min_epoch_size: an epoch trains on at least this many reviews: a smaller training split is read several
             whole times per epoch, so that a small data set gets about the training steps IMDb's 22,500 reviews
@@ -233,6 +239,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_by_movie: bool = True,
         labels: list[str] | None = None,
         target: Target = "label",
+        word_vectors: int = 0,
         batch_size: int = 64,
         min_epoch_size: int = 20_000,
         predict_batch_size: int = 4096,  # read in batches of 256 on the workers, which idle only between these
@@ -248,6 +255,8 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if word_vectors < 0:
+            raise ValueError(f"word_vectors must be 0 (none) or a number of dimensions, got {word_vectors}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self._vocab: Vocab | None = None
@@ -296,6 +305,17 @@ class SentimentDataModule(L.LightningDataModule):
         return Vocab.pad_id
 
     @property
+    def embedding_vectors(self) -> np.ndarray | None:
+        """The word vectors ``prepare_data()`` learnt (``vocab_size x word_vectors``), or None without them."""
+        if not self.hparams.word_vectors:
+            return None
+        path = vectors_file(self._cache or self._cache_dir(write=False), self.hparams.word_vectors)
+        if not path.is_file():
+            raise DataError("word vectors are learnt by prepare_data(): call dm.prepare_data() first "
+                            "(Trainer.fit and `sentiment fit` do)")
+        return np.load(path)
+
+    @property
     def text_encoder(self) -> TextEncoder:
         """Tokenizer, vocabulary and truncation together: what a model needs to read raw text."""
         return TextEncoder(self.vocab, self.hparams.max_length, self.hparams.truncation)
@@ -307,7 +327,22 @@ class SentimentDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "predict":
             return  # predicting reads only predict_file, never training data
-        self._cache_dir(write=True)
+        cache = self._cache_dir(write=True)
+        dim = self.hparams.word_vectors
+        if dim and (trainer is None or trainer.state.fn == "fit") and not vectors_file(cache, dim).is_file():
+            self._learn_vectors(cache, dim)
+
+    def _learn_vectors(self, cache: Path, dim: int) -> None:
+        """Word vectors from the training split's reviews and IMDb's unlabelled ones (never validation's or
+        test's), for the vocabulary in ``cache``."""
+        sources = self._sources()
+        reviews, _, _ = self.read_splits(sources)
+        texts = list(reviews["train"].texts)
+        if "imdb" in sources:
+            texts += read_imdb_unlabelled(sources["imdb"])
+        table = train_vectors(texts, Vocab.load(cache / "vocab.json"), dim, seed=self.hparams.seed,
+                              workers=self.hparams.num_proc)
+        save_vectors(table, vectors_file(cache, dim))
 
     def setup(self, stage: str) -> None:
         if stage == "predict":

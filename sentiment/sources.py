@@ -92,9 +92,10 @@ def _decode(data: bytes) -> str:
 
 # --- IMDb ------------------------------------------------------------------------------------------------
 
-_IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/([^/]+)\.txt$")
-# Line i of urls_pos.txt is the IMDb page of the movie that pos/i_<rating>.txt reviews
-_IMDB_URLS = re.compile(r"^aclImdb/(train|test)/urls_(pos|neg)\.txt$")
+# aclImdb/<split>/<pos|neg>/<id>_<rating>.txt; line i of <split>/urls_<pos|neg>.txt is the IMDb page of the movie
+# that review i reviews
+_IMDB_LABELLED_OR_URLS = re.compile(r"^aclImdb/(?:(train|test)/(pos|neg)/([^/]+)\.txt"
+                                    r"|(train|test)/urls_(pos|neg)\.txt)$")
 _IMDB_TITLE = re.compile(r"/title/(tt\d+)")
 IMDB_TARGETS = ("label", "rating")  # pos/neg from the folder, or the star rating from the file name
 
@@ -158,12 +159,34 @@ def check_member(member: tarfile.TarInfo, archive: Path | str) -> None:
         raise DataError(f"{archive}: entry {name!r} is a device or pipe, not a file; refusing the archive")
 
 
+def _imdb_files(source: Path, wanted: re.Pattern) -> Iterator[tuple[re.Match, bytes, str]]:
+    """Every file of an ``aclImdb/`` folder or archive whose name (``aclImdb/train/pos/1_9.txt``) ``wanted``
+    matches: the match, the bytes, and where it is (for messages). An archive is read in place, never
+    extracted; any entry that would land outside its folder is refused."""
+    if source.is_dir():
+        for folder, _, names in os.walk(source):
+            rel = Path(folder).relative_to(source).as_posix()
+            prefix = IMDB_FOLDER if rel == "." else f"{IMDB_FOLDER}/{rel}"  # as the archive names it
+            for name in names:
+                if m := wanted.match(f"{prefix}/{name}"):
+                    yield m, Path(folder, name).read_bytes(), os.path.join(folder, name)
+        return
+    try:
+        with tarfile.open(source, "r|*") as tar:
+            for member in tar:
+                check_member(member, source)
+                if member.isfile() and (m := wanted.match(member.name)):
+                    yield m, tar.extractfile(member).read(), f"{source}: {member.name}"
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"{source}: not a readable tar archive ({e})") from None
+
+
 def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: str = "label") -> dict[str, Reviews]:
-    """Read the labelled reviews of ``splits`` from an ``aclImdb/`` folder or archive (``unsup/`` is ignored).
+    """Read the labelled reviews of ``splits`` from an ``aclImdb/`` folder or archive (``unsup/`` is not read:
+    ``read_imdb_unlabelled`` reads it).
 
     ``target``: ``label`` (``pos``/``neg``, from the folder) or ``rating`` (the stars in the file name,
-    ``123_9.txt``: 9). An archive is read in place, never extracted; any entry that would land outside its
-    folder is refused. Splits the source does not have are left out of the result. Where the split has its
+    ``123_9.txt``: 9). Splits the source does not have are left out of the result. Where the split has its
     ``urls_pos.txt`` and ``urls_neg.txt``, each review's ``groups`` entry is its movie (``tt0453418``).
     """
     if target not in IMDB_TARGETS:
@@ -171,33 +194,12 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: s
     found: dict[str, list[tuple[str, tuple, str, str]]] = {s: [] for s in splits}
     urls: dict[tuple[str, str], list[str]] = {}  # (split, folder): the movie of each review id
     with _warn_on_replacements(source):
-        if source.is_dir():
-            for split in splits:
-                for folder in ("neg", "pos"):
-                    if (source / split / f"urls_{folder}.txt").is_file():
-                        urls[split, folder] = (source / split / f"urls_{folder}.txt").read_text().splitlines()
-                    d = source / split / folder
-                    if not d.is_dir():
-                        continue
-                    for entry in os.scandir(d):
-                        if entry.name.endswith(".txt") and entry.is_file():
-                            text = _decode(Path(entry.path).read_bytes())
-                            label = _imdb_label(folder, entry.name[:-4], target, entry.path)
-                            found[split].append((folder, _review_order(entry.name[:-4]), text, label))
-        else:
-            try:
-                with tarfile.open(source, "r|*") as tar:
-                    for member in tar:
-                        check_member(member, source)
-                        m = _IMDB_MEMBER.match(member.name)
-                        if m and m.group(1) in found and member.isfile():
-                            text = _decode(tar.extractfile(member).read())
-                            label = _imdb_label(m.group(2), m.group(3), target, f"{source}: {member.name}")
-                            found[m.group(1)].append((m.group(2), _review_order(m.group(3)), text, label))
-                        elif (u := _IMDB_URLS.match(member.name)) and u.group(1) in found and member.isfile():
-                            urls[u.group(1), u.group(2)] = _decode(tar.extractfile(member).read()).splitlines()
-            except (tarfile.TarError, EOFError, OSError) as e:
-                raise DataError(f"{source}: not a readable tar archive ({e})") from None
+        for m, data, where in _imdb_files(source, _IMDB_LABELLED_OR_URLS):
+            if m.group(1) in found:  # a review: split, folder, name
+                label = _imdb_label(m.group(2), m.group(3), target, where)
+                found[m.group(1)].append((m.group(2), _review_order(m.group(3)), _decode(data), label))
+            elif m.group(4) in found:  # a urls file: split, folder
+                urls[m.group(4), m.group(5)] = _decode(data).splitlines()
     out = {}
     for split, items in found.items():
         if items:
@@ -208,6 +210,18 @@ def read_imdb(source: Path, splits: Sequence[str] = ("train", "test"), target: s
     if "train" in splits and "train" not in out:
         raise DataError(f"{source}: no reviews under aclImdb/train/pos or aclImdb/train/neg")
     return out
+
+
+_IMDB_UNSUP = re.compile(r"^aclImdb/train/unsup/([^/]+)\.txt$")
+
+
+def read_imdb_unlabelled(source: Path) -> list[str]:
+    """The unlabelled reviews of ``aclImdb/train/unsup/`` (50,000 in the official archive), in id order."""
+    found = []
+    with _warn_on_replacements(source):
+        for m, data, _ in _imdb_files(source, _IMDB_UNSUP):
+            found.append((_review_order(m.group(1)), _decode(data)))
+    return [text for _, text in sorted(found)]
 
 
 def _movies(items: list[tuple[str, tuple, str, str]], split: str, urls: dict[tuple[str, str], list[str]]
