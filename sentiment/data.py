@@ -15,7 +15,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
 from sentiment.errors import DataError
 from sentiment.labels import LabelReader
@@ -91,9 +91,9 @@ class EpochShuffle(RandomSampler):
     """A random order of the rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``).
 
     Nothing else draws from it, so a run resumed from a checkpoint sees the same batches in the same order
-    as a run that was never stopped. It is a ``RandomSampler``, so under DDP Lightning swaps in its seeded
-    ``DistributedSampler`` instead. An epoch is at least ``min_rows`` rows: a smaller training split is passed
-    over several whole times, each pass in its own order.
+    as a run that was never stopped. An epoch is at least ``min_rows`` rows: a smaller training split is
+    passed over several whole times, each pass in its own order. Under DDP, ``DistributedEpochShuffle``
+    deals the same order out to the processes.
     """
 
     def __init__(self, data_source: Dataset, seed: int, min_rows: int = 0) -> None:
@@ -111,6 +111,30 @@ class EpochShuffle(RandomSampler):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.data_source)
         return iter(torch.cat([torch.randperm(n, generator=generator) for _ in range(self.passes)]).tolist())
+
+
+class DistributedEpochShuffle(DistributedSampler):
+    """``EpochShuffle``'s order, passes included, dealt out to ``num_replicas`` processes: this one takes every
+    ``num_replicas``-th row from its ``rank`` on (the order padded with its own start to an equal share).
+
+    Being a ``DistributedSampler``, Lightning keeps it instead of swapping in its own, which would know
+    nothing of ``min_rows``.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int, min_rows: int, num_replicas: int, rank: int) -> None:
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.order = EpochShuffle(data_source, seed, min_rows)
+        self.num_samples = -(-len(self.order) // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.order.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        rows = list(self.order)
+        rows += rows[: self.total_size - len(rows)]
+        return iter(rows[self.rank : self.total_size : self.num_replicas])
 
 
 class ResumableLoader(DataLoader):
@@ -134,18 +158,24 @@ class ResumableLoader(DataLoader):
             if self._batches > skip:
                 yield batch
 
+    @property
+    def _order(self) -> EpochShuffle | None:
+        """The sampler's own order, under DDP too (None for another sampler)."""
+        return self.sampler.order if isinstance(self.sampler, DistributedEpochShuffle) else (
+            self.sampler if isinstance(self.sampler, EpochShuffle) else None)
+
     def state_dict(self) -> dict[str, int]:
         state = {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
-        if isinstance(self.sampler, EpochShuffle):
-            state["seed"] = self.sampler.seed
+        if self._order is not None:
+            state["seed"] = self._order.seed
         return state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, self._skip = state["epoch"], state["batches"]
         if self._skip >= len(self):  # saved at the end of an epoch: the next one starts afresh
             epoch, self._skip = epoch + 1, 0
-        if "seed" in state and isinstance(self.sampler, EpochShuffle):
-            self.sampler.seed = state["seed"]
+        if "seed" in state and self._order is not None:
+            self._order.seed = state["seed"]
         if hasattr(self.sampler, "set_epoch"):  # Lightning sets it only after this pass has begun
             self.sampler.set_epoch(epoch)
 
@@ -364,8 +394,13 @@ class SentimentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
-        loader = self._loader("train", sampler=EpochShuffle(self.dataset("train"), torch.initial_seed() % 2**31,
-                                                            self.hparams.min_epoch_size))
+        seed, trainer = torch.initial_seed() % 2**31, self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = DistributedEpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size,
+                                              trainer.world_size, trainer.global_rank)
+        else:
+            sampler = EpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size)
+        loader = self._loader("train", sampler=sampler)
         if self._resume_state is not None:
             loader.load_state_dict(self._resume_state)
             self._resume_state = None
@@ -404,7 +439,7 @@ class SentimentDataModule(L.LightningDataModule):
             raise RuntimeError(f"the {split!r} split is not loaded: call setup() with the matching stage first")
         return self._splits[split]
 
-    def _loader(self, split: str, sampler: EpochShuffle | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: EpochShuffle | DistributedEpochShuffle | None = None) -> DataLoader:
         # An own generator: starting a pass over the data would otherwise draw from the global RNG and
         # shift the dropout noise of the training steps that follow (resumed runs would diverge).
         return ResumableLoader(self.dataset(split), batch_size=self.hparams.batch_size, sampler=sampler,

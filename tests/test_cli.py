@@ -3,6 +3,7 @@
 import csv
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,8 @@ def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random
     old = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     del old["datamodule_hyper_parameters"]["val_by_movie"]
     torch.save(old, tmp_path / "old.ckpt")
-    for ckpt, root in ((tmp_path / "old.ckpt", tmp_path / "old"), (run / "checkpoints" / "best.ckpt", tmp_path / "new")):
+    best = run / "checkpoints" / "best.ckpt"
+    for ckpt, root in ((tmp_path / "old.ckpt", tmp_path / "old"), (best, tmp_path / "new")):
         assert run_cli("validate", "--ckpt_path", str(ckpt), "--data.data_dir", str(data_dir),
                        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
         (loss,) = [e.value for e in _events(root / "lightning_logs" / "version_0").Scalars("val/loss")]
@@ -310,19 +312,40 @@ def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ddp_fit_on_two_processes_shares_one_cache(tmp_path, tiny_csv):
-    out = subprocess.run(
-        ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-         "--data.min_epoch_size", "0",
-         "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "2",
-         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path),
-         "--trainer.enable_progress_bar", "false"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "sync_dist" not in out.stderr
-    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
-    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv):
+    # as README tells users with several machines: the same command on each, with MASTER_ADDR, MASTER_PORT and
+    # NODE_RANK set; here two "machines" of one process each, on loopback, each working in its own folder and
+    # both preparing the data into one shared data folder at once (DDP on one machine, `--trainer.devices 2`,
+    # runs in the benchmark's quick pass)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = []
+    for rank in (0, 1):
+        node = tmp_path / f"node{rank}"
+        node.mkdir()
+        nodes.append(subprocess.Popen(
+            ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+             "--data.min_epoch_size", "3000", "--data.min_freq", "1", "--model.lr", "0.01",
+             "--model.hidden_dim", "8", "--model.embed_dim", "8",
+             "--trainer.max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
+             "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"],
+            cwd=node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                 "NODE_RANK": str(rank)}))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    assert "Starting with 2 processes" in "".join(outputs[0])  # one run of two processes, not two runs
+    assert "sync_dist" not in outputs[0][1]  # metrics are reduced over the processes
     assert len(list((tmp_path / "data" / ".sentiment_cache").iterdir())) == 1
+    assert [p.name for p in (tmp_path / "node0" / "lightning_logs").iterdir()] == ["version_0"]
+    assert not (tmp_path / "node1" / "lightning_logs").exists()  # the first node's first process saves and logs
+    best = tmp_path / "node0" / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    from sentiment.predictor import Predictor
+
+    answers = Predictor.from_checkpoint(best).predict(["brilliant superb fun", "awful dull waste"])
+    assert [a["label"] for a in answers] == ["positive", "negative"]
 
 
 class _RunsCode:

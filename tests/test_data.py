@@ -255,6 +255,15 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     sampler.set_epoch(1)
     assert list(sampler) != order and sorted(list(sampler)) == sorted(order)
     assert len(EpochShuffle(list(range(500)), seed=3, min_rows=100)) == 500  # a large split: one pass, as before
+    # under DDP, the same order dealt out to the processes: every row of it once, equal shares
+    from sentiment.data import DistributedEpochShuffle
+
+    shares = [DistributedEpochShuffle(rows, seed=3, min_rows=100, num_replicas=3, rank=r) for r in range(3)]
+    for share in shares:
+        share.set_epoch(1)
+    dealt = [list(share) for share in shares]
+    assert [len(d) for d in dealt] == [len(s) for s in shares] == [40, 40, 40]
+    assert [row for i in range(40) for row in (dealt[0][i], dealt[1][i], dealt[2][i])] == list(sampler)
     path = write_csv(tmp_path / "t.csv", [("good film", "pos"), ("bad film", "neg")] * 50)
     dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), min_freq=1, batch_size=10,
                              min_epoch_size=300)
