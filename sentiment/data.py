@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
 from sentiment.errors import DataError
+from sentiment.io import atomic_open
 from sentiment.labels import LabelReader
 from sentiment.sources import (
     IMDB_ARCHIVE,
@@ -33,7 +34,7 @@ from sentiment.sources import (
     source_signature,
 )
 from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends
-from sentiment.vectors import save_vectors, train_vectors, vectors_file
+from sentiment.vectors import train_vectors, vectors_file
 
 CACHE_VERSION = 3  # 3: labels are class indices of a label set named in meta.json
 CACHE_FOLDER = ".sentiment_cache"
@@ -161,8 +162,8 @@ class ResumableLoader(DataLoader):
     @property
     def _order(self) -> EpochShuffle | None:
         """The sampler's own order, under DDP too (None for another sampler)."""
-        return self.sampler.order if isinstance(self.sampler, DistributedEpochShuffle) else (
-            self.sampler if isinstance(self.sampler, EpochShuffle) else None)
+        order = getattr(self.sampler, "order", self.sampler)  # DistributedEpochShuffle deals out its ``order``
+        return order if isinstance(order, EpochShuffle) else None
 
     def state_dict(self) -> dict[str, int]:
         state = {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
@@ -372,7 +373,8 @@ class SentimentDataModule(L.LightningDataModule):
             texts += read_imdb_unlabelled(sources["imdb"])
         table = train_vectors(texts, Vocab.load(cache / "vocab.json"), dim, seed=self.hparams.seed,
                               workers=self.hparams.num_proc)
-        save_vectors(table, vectors_file(cache, dim))
+        with atomic_open(vectors_file(cache, dim), "wb") as f:
+            np.save(f, table)
 
     def setup(self, stage: str) -> None:
         if stage == "predict":

@@ -320,7 +320,8 @@ def _encode_part(bstoi: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray]:
     return lengths, flat
 
 
-def _workers(n: int | None) -> int:
+def worker_count(n: int | None) -> int:
+    """``n`` processes or threads, or one per available core when None."""
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, n)
@@ -356,7 +357,7 @@ def encode_corpus(
     global _worker_texts
     kept_ends(max_length, truncation)  # a bad mode fails here, not in a worker process
     n = len(texts)
-    procs = min(_workers(num_proc), max(1, n // 4000))  # forking pays only on a few thousand reviews
+    procs = min(worker_count(num_proc), max(1, n // 4000))  # forking pays only on a few thousand reviews
     bounds = np.linspace(0, n, procs + 1).astype(int)
     parts = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     if vocab is not None:  # nothing to count

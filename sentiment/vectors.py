@@ -8,14 +8,12 @@ when vectors are asked for.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from sentiment.text import PAD_ID, Vocab, tokenize
+from sentiment.text import PAD_ID, Vocab, tokenize, worker_count
 
 VECTORS_VERSION = 1  # bump when the training below changes: it names the cached file
 WINDOW = 5  # words either side that count as context
@@ -48,7 +46,7 @@ def train_vectors(texts: Sequence[str], vocab: Vocab, dim: int, seed: int, worke
             self.bar.close()
 
     model = Word2Vec(_Tokenized(texts), vector_size=dim, window=WINDOW, min_count=MIN_COUNT, sg=1, epochs=EPOCHS,
-                     workers=workers or len(os.sched_getaffinity(0)), seed=seed, callbacks=[Bar()])
+                     workers=worker_count(workers), seed=seed, callbacks=[Bar()])
     known = np.array([w in model.wv.key_to_index for w in vocab.itos])
     table = np.random.default_rng(seed).standard_normal((len(vocab), dim)).astype(np.float32)
     found = np.stack([model.wv[w] for w, k in zip(vocab.itos, known) if k]) if known.any() else None
@@ -67,15 +65,3 @@ class _Tokenized:
 
     def __iter__(self):
         return (tokenize(t) for t in self.texts)
-
-
-def save_vectors(table: np.ndarray, path: Path) -> None:
-    """Written under a temporary name, then renamed: readers see no file or a whole one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, table)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
