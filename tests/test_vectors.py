@@ -1,8 +1,9 @@
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
-import torch
-from conftest import add_bytes, build_imdb_archive, make_review
+from conftest import NEGATIVE, POSITIVE, build_imdb_archive, make_review
 
 import sentiment.data as data_module
 from sentiment import SentimentClassifier, SentimentDataModule
@@ -45,6 +46,13 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     table = dm.embedding_vectors
     assert table.shape == (dm.vocab_size, 16) and not table[dm.pad_id].any()
     assert abs(float(table.std()) - 1.0) < 0.1  # the scale of a fresh embedding
+    # learnt, not random: words used alike (the praise of the positive reviews, the blame of the negative
+    # ones) point alike, more than praise and blame do (random vectors would give about 0 for both)
+    unit = {w: table[i] / np.linalg.norm(table[i]) for w, i in dm.vocab.stoi.items() if w in POSITIVE + NEGATIVE}
+    alike = [unit[a] @ unit[b] for group in (POSITIVE, NEGATIVE) for a in group for b in group if a < b and
+             {a, b} <= unit.keys()]
+    unlike = [unit[a] @ unit[b] for a in POSITIVE for b in NEGATIVE if {a, b} <= unit.keys()]
+    assert np.mean(alike) > 0.5 and np.mean(alike) > np.mean(unlike) + 0.03, (np.mean(alike), np.mean(unlike))
 
     monkeypatch.setattr(data_module, "train_vectors", lambda *a, **k: pytest.fail("learnt again"))
     again = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16, batch_size=32)
@@ -73,11 +81,29 @@ def test_word_vectors_of_another_width_than_the_embedding_are_one_line(tmp_path)
     assert not list(dm._cache.glob(".vectors*"))  # no half-written file
 
 
-def test_word_vectors_need_prepare_data(tmp_path):
+def test_word_vectors_are_read_only_after_prepare_data_and_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
-    _imdb_with_unlabelled(data_dir, n_unsup=0)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1)
-    assert dm.embedding_vectors is None  # none asked for
+    _imdb_with_unlabelled(data_dir, n_unsup=20)
+    assert SentimentDataModule(data_dir=str(data_dir), min_freq=1).embedding_vectors is None  # none asked for
     with pytest.raises(ValueError, match="word_vectors must be 0"):
         SentimentDataModule(data_dir=str(data_dir), word_vectors=-1)
-    torch.manual_seed(0)
+    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16)
+    with pytest.raises(DataError, match=r"^word vectors are learnt by prepare_data\(\): call dm.prepare_data\(\)"):
+        dm.embedding_vectors
+
+    real_save = np.save
+
+    def disk_full(f, table, *args, **kwargs):  # the vectors' file fills the disk; the encoded cache is written
+        if isinstance(f, Path):
+            return real_save(f, table, *args, **kwargs)
+        f.write(b"\x93NUMPY half a table")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data_module.np, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        dm.prepare_data()
+    cache = dm._cache_dir(write=False)
+    assert (cache / "vocab.json").is_file() and not list(cache.glob("*vectors*"))  # nothing half-written
+    monkeypatch.undo()
+    dm.prepare_data()  # and the next fit learns them whole
+    assert dm.embedding_vectors.shape == (dm.vocab_size, 16)
