@@ -185,6 +185,30 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
     assert not torch.equal(model.net.embedding.weight, before)
 
 
+@pytest.mark.parametrize("every, adversarial_steps", [(1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6])])
+def test_adversarial_every_takes_the_adversarial_loss_on_one_step_in_n(tmp_path, monkeypatch, every,
+                                                                       adversarial_steps):
+    import lightning as L
+
+    import sentiment.classifier as classifier
+
+    taken = []
+
+    def recorded(*args, **kwargs):
+        taken.append(model.global_step)
+        return adversarial_losses(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "adversarial_losses", recorded)
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, adversarial=1.0, adversarial_every=every)
+    trainer = L.Trainer(accelerator="cpu", max_steps=7, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, torch.utils.data.DataLoader(_toy_batches(), batch_size=None))
+    assert taken == adversarial_steps
+    with pytest.raises(ValueError, match="adversarial_every must be 1 or more"):
+        SentimentClassifier(vocab_size=40, adversarial_every=0)
+
+
 class _LearningRates:
     """Records the learning rate each training step runs with."""
 
