@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py                   # full run on the IMDb training archive; updates BENCHMARKS.md
     python scripts/benchmark.py --quick           # a small, fast pass (used by the test suite); writes nothing
-    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, serve, cores
+    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, serve, cores, coldfit
 
 No network: the reviews come from ../shared/data/aclImdb_train.tar.gz or --archive. Every model is built by the
 project's own code from configs/ (the default recipe, configs/imdb.yaml, with overlays); one module per section
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ROOT  # noqa: E402
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "aclImdb_train.tar.gz"
-ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "serve", "cores")
+ALL_SECTIONS = ("tokenize", "train", "lightning", "predict", "serve", "cores", "coldfit")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.common import Report, recipe, write_reviews
 
+    from bench.coldfit import bench_cold_fit
     from bench.cores import bench_cores
     from bench.overhead import bench_lightning
     from bench.predicting import bench_predict
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                 bench_serve(texts, ckpt, report, requests=200 if args.quick else 2000)
         if "cores" in sections:
             bench_cores(args.archive, report, steps=4 if args.quick else 100, quick=args.quick)
+        if "coldfit" in sections:
+            bench_cold_fit(args.archive, texts, labels, report, quick=args.quick)
     print(report.table())
     if not args.quick and sections >= set(ALL_SECTIONS):  # the table is one run's, never a patchwork
         report.write(args.output)
