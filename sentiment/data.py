@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
 from sentiment.labels import LabelReader
+from sentiment.predictor import Predictor
 from sentiment.sources import (
     IMDB_ARCHIVE,
     IMDB_SHA256,
@@ -43,7 +44,8 @@ SPLITS = ("train", "val", "test")
 # vocabulary is counted, and which reviews it is counted on. With the source files they key the cache, and
 # `validate` and `test` take them from the checkpoint: a model evaluates only reviews encoded as it was trained.
 ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name != "vocab"),
-                 "min_freq", "max_size", "text_column", "val_fraction", "seed", "val_by_movie")
+                 "min_freq", "max_size", "text_column", "val_fraction", "seed", "val_by_movie", "pseudo_labels",
+                 "pseudo_confidence")
 # What a data setting meant in checkpoints written before it existed: their runs were split at random
 BEFORE_SETTING = {"val_by_movie": False}
 # The settings that decide the classes: which label the reviews carry, and the label set with its order
@@ -239,6 +241,11 @@ class SentimentDataModule(L.LightningDataModule):
             training split and, with IMDb, its 50,000 unlabelled reviews, to start the model's embedding from
             (its ``embed_dim`` must match); cached beside the encoded data, so only the first fit pays for them.
             0: none.
+        pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same
+            data) that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join
+            the training split with its labels (never validation or test). Labelled once, cached with the
+            encoded data.
+        pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
         batch_size: reviews per training, validation and test batch.
         min_epoch_size: an epoch trains on at least this many reviews: a smaller training split is read several
             whole times per epoch, so that a small data set gets about the training steps IMDb's 22,500 reviews
@@ -271,6 +278,8 @@ class SentimentDataModule(L.LightningDataModule):
         labels: list[str] | None = None,
         target: Target = "label",
         word_vectors: int = 0,
+        pseudo_labels: str | None = None,
+        pseudo_confidence: float = 0.85,  # keeps about three quarters of IMDb's unlabelled reviews
         batch_size: int = 64,
         min_epoch_size: int = 20_000,
         predict_batch_size: int = 4096,  # read in batches of 256 on the workers, which idle only between these
@@ -288,6 +297,8 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if word_vectors < 0:
             raise ValueError(f"word_vectors must be 0 (none) or a number of dimensions, got {word_vectors}")
+        if not 0.0 <= pseudo_confidence <= 1.0:
+            raise ValueError(f"pseudo_confidence must be a probability in [0, 1], got {pseudo_confidence}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self._vocab: Vocab | None = None
@@ -367,7 +378,7 @@ class SentimentDataModule(L.LightningDataModule):
         """Word vectors from the training split's reviews and IMDb's unlabelled ones (never validation's or
         test's), for the vocabulary in ``cache``."""
         sources = self._sources()
-        reviews, _, _ = self.read_splits(sources)
+        reviews, _, _ = self.read_splits(sources, pseudo_labelled=False)  # the unlabelled reviews are added once
         texts = list(reviews["train"].texts)
         if "imdb" in sources:
             texts += read_imdb_unlabelled(sources["imdb"])
@@ -471,6 +482,8 @@ class SentimentDataModule(L.LightningDataModule):
         sources = {k: Path(v) if v else None for k, v in files.items()}
         if sources["train"] is None:
             sources["imdb"] = self._imdb_source(fetch)
+        if hp.pseudo_labels:  # the labelling model keys the cache like the data it labels
+            sources["teacher"] = Path(hp.pseudo_labels)
         return sources
 
     def _cache_key(self, sources: dict[str, Path | None]) -> str:
@@ -506,10 +519,12 @@ class SentimentDataModule(L.LightningDataModule):
             shutil.rmtree(tmp, ignore_errors=True)
         return cache
 
-    def read_splits(self, sources: dict[str, Path | None] | None = None
+    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True
                     ) -> tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader]:
         """The raw reviews of every split (the seeded validation split made), their classes, and the label set:
-        what ``prepare_data()`` encodes (and what a reference model, like ``scripts/reference.py``, reads)."""
+        what ``prepare_data()`` encodes (and what a reference model, like ``scripts/reference.py``, reads). With
+        ``pseudo_labels`` set and ``pseudo_labelled``, the training split ends with the unlabelled reviews that
+        model labelled."""
         hp = self.hparams
         sources = self._sources() if sources is None else sources
         reviews: dict[str, Reviews] = {}
@@ -540,7 +555,31 @@ class SentimentDataModule(L.LightningDataModule):
                                 f"of {hp.val_fraction}; set --data.val_file")
             reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
             reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
+        if hp.pseudo_labels and pseudo_labelled:
+            if "imdb" not in sources:
+                raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own --data.train_file, "
+                                "label unlabelled reviews with `sentiment predict` and add them to it")
+            unlabelled = self._pseudo_labelled(sources["imdb"], reader)
+            reviews["train"] = reviews["train"].joined(unlabelled)
+            classes["train"] = np.concatenate([classes["train"], reader.read(unlabelled.labels, hp.pseudo_labels,
+                                                                             unlabelled.where)])
         return reviews, classes, reader
+
+    def _pseudo_labelled(self, source: Path, reader: LabelReader) -> Reviews:
+        """IMDb's unlabelled reviews that the model in ``pseudo_labels`` is sure of, with its labels."""
+        hp = self.hparams
+        path = Path(hp.pseudo_labels)
+        if not path.is_file():
+            raise DataError(f"{path}: no such checkpoint (--data.pseudo_labels)")
+        predictor = Predictor.from_checkpoint(path)
+        if list(predictor.labels) != list(reader.labels):
+            raise DataError(f"{path}: the model's labels are {', '.join(predictor.labels)} but the training data's "
+                            f"are {', '.join(reader.labels)}")
+        texts = read_imdb_unlabelled(source)
+        answers = predictor.predict(texts)
+        keep = [i for i, a in enumerate(answers) if a["score"] >= hp.pseudo_confidence]
+        return Reviews([texts[i] for i in keep], [answers[i]["label"] for i in keep],
+                       [f"{source}: unlabelled review {i + 1}" for i in keep])
 
     def _encode_into(self, read: tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader], folder: Path) -> None:
         hp = self.hparams

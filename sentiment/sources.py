@@ -56,6 +56,12 @@ class Reviews:
         pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
         return Reviews(pick(self.texts), pick(self.labels), pick(self.where), pick(self.ids), pick(self.groups))
 
+    def joined(self, other: Reviews) -> Reviews:
+        """These reviews, then ``other``'s (ids and groups kept where both have them)."""
+        both = (lambda a, b: [*a, *b] if a is not None and b is not None else None)
+        return Reviews([*self.texts, *other.texts], [*self.labels, *other.labels], [*self.where, *other.where],
+                       both(self.ids, other.ids), both(self.groups, other.groups))
+
 
 # --- text decoding that counts what it had to replace ----------------------------------------------------
 

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import random
 import time
 
 import numpy as np
@@ -9,6 +10,7 @@ from conftest import (
     REAL_ARCHIVE,
     ArchiveServer,
     build_imdb_archive,
+    make_review,
     make_reviews,
     write_csv,
 )
@@ -16,6 +18,8 @@ from conftest import (
 import sentiment.data as data_module
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
+from sentiment.predictor import Predictor
+from sentiment.sources import read_imdb_unlabelled
 
 
 def test_imdb_splits_and_batches(imdb_dir):
@@ -270,3 +274,56 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_dataloader()) == 4 * 9  # 90 training reviews, 4 passes, batches of 10
+
+
+def _archive_with_unlabelled(data_dir, n: int = 60) -> list[bool]:
+    """A small archive whose unsup/ folder holds ``n`` generated reviews (and the builder's own one); their
+    sentiment, in the order they are read."""
+    rng = random.Random(3)
+    truth = [bool(i % 2) for i in range(n)]
+    unsup = [(f"aclImdb/train/unsup/{i + 1}_0.txt", make_review(rng, t).encode()) for i, t in enumerate(truth)]
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", 200, 0, extra=unsup)
+    return truth
+
+
+def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training(tmp_path, trained):
+    data_dir = tmp_path / "data"
+    truth = _archive_with_unlabelled(data_dir)
+    texts = read_imdb_unlabelled(data_dir / "aclImdb_v1.tar.gz")
+    answers = Predictor.from_checkpoint(trained["best"]).predict(texts)
+    confidence = sorted(a["score"] for a in answers)[len(answers) // 2]  # about half of them pass
+    sure = [(t, a["label"], i) for i, (t, a) in enumerate(zip(texts, answers)) if a["score"] >= confidence]
+    plain = SentimentDataModule(data_dir=str(data_dir), min_freq=1)
+    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, pseudo_labels=str(trained["best"]),
+                             pseudo_confidence=confidence)
+    base, _, _ = plain.read_splits()
+    reviews, classes, reader = dm.read_splits()
+    n = len(base["train"])
+    assert 0 < len(sure) < len(texts)
+    assert reviews["train"].texts[:n] == base["train"].texts and reviews["val"].texts == base["val"].texts
+    assert reviews["train"].texts[n:] == [t for t, _, _ in sure]
+    labels = [reader.labels[c] for c in classes["train"][n:]]
+    assert labels == [label for _, label, _ in sure]
+    # the model's labels, not random ones: it is right about the generated reviews it is sure of (text 0 is the
+    # builder's own "unlabelled review", the generated ones follow)
+    right = [label == ("positive" if truth[i - 1] else "negative") for label, (_, _, i) in zip(labels, sure) if i]
+    assert sum(right) >= 0.9 * len(right)
+    for module in (plain, dm):  # each has its own cache; training reads the labelled ones too
+        module.prepare_data()
+        module.setup("fit")
+    assert len(dm.dataset("train")) == n + len(sure) and len(plain.dataset("train")) == n
+
+
+def test_pseudo_labels_need_imdb_a_checkpoint_and_the_same_labels(tmp_path, trained):
+    data_dir = tmp_path / "data"
+    _archive_with_unlabelled(data_dir, 4)
+    cases = [({"train_file": str(trained["root"] / "train.csv")}, "labels IMDb's unlabelled reviews"),
+             ({"pseudo_labels": str(tmp_path / "none.ckpt")}, "none.ckpt: no such checkpoint"),
+             ({"target": "rating"}, "the model's labels are negative, positive but the training data's are 1, 2")]
+    for settings, message in cases:
+        dm = SentimentDataModule(data_dir=str(data_dir), **{"pseudo_labels": str(trained["best"]), **settings})
+        with pytest.raises(DataError, match=message):
+            dm.read_splits()
+    with pytest.raises(ValueError, match="pseudo_confidence must be a probability"):
+        SentimentDataModule(pseudo_confidence=1.5)
