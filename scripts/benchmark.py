@@ -3,7 +3,8 @@
 
     python scripts/benchmark.py                   # full run on the IMDb training archive; updates BENCHMARKS.md
     python scripts/benchmark.py --quick           # a small, fast pass (used by the test suite); writes nothing
-    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, serve, cores, coldfit
+    python scripts/benchmark.py --only tokenize   # one section: tokenize, train, lightning, predict, serve, cores,
+                                                  # coldfit
 
 No network: the reviews come from ../shared/data/aclImdb_train.tar.gz or --archive. Every model is built by the
 project's own code from configs/ (the default recipe, configs/imdb.yaml, with overlays); one module per section

@@ -557,8 +557,9 @@ class SentimentDataModule(L.LightningDataModule):
             reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
         if hp.pseudo_labels and pseudo_labelled:
             if "imdb" not in sources:
-                raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own --data.train_file, "
-                                "label unlabelled reviews with `sentiment predict` and add them to it")
+                raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own "
+                                "--data.train_file, label unlabelled reviews with `sentiment predict` and add them "
+                                "to it")
             unlabelled = self._pseudo_labelled(sources["imdb"], reader)
             reviews["train"] = reviews["train"].joined(unlabelled)
             classes["train"] = np.concatenate([classes["train"], reader.read(unlabelled.labels, hp.pseudo_labels,

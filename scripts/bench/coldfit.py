@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import WARMUP_STEPS, Report, Timed, config_args, in_turns
+from bench.common import WARMUP_STEPS, Report, Timed, archive_data_dir, config_args, in_turns
 from bench.training import ORIGINAL, OriginalProcess, original_encode
 from sentiment.checkpoint import read_checkpoint
 
@@ -32,9 +32,7 @@ class ColdFit(Timed):
         for _ in range(fits):
             self.fits += 1
             root = self.work / f"fit{self.fits}"
-            data_dir = root / "data"
-            data_dir.mkdir(parents=True)
-            os.symlink(self.archive.resolve(), data_dir / ("aclImdb" if self.archive.is_dir() else "aclImdb_v1.tar.gz"))
+            data_dir = archive_data_dir(self.archive, root / "data")
             cmd = [sys.executable, "-m", "sentiment", "fit", *config_args(), "--data.data_dir", str(data_dir),
                    "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *self.extra]
             log = root / "fit.log"

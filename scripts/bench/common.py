@@ -15,6 +15,7 @@ import torch
 
 from bench import ROOT
 from sentiment.cli import SentimentCLI, build_cli
+from sentiment.sources import IMDB_ARCHIVE
 
 CONFIGS = ROOT / "configs"
 WARMUP_STEPS = 5
@@ -26,6 +27,13 @@ def config_args(*overlays: str) -> list[str]:
     ``seed.yaml`` stands alone."""
     names = list(overlays) if overlays[:1] == ("seed.yaml",) else ["imdb.yaml", *overlays]
     return [arg for name in names for arg in ("--config", str(CONFIGS / name))]
+
+
+def archive_data_dir(archive: Path, data_dir: Path) -> Path:
+    """``data_dir``, made, holding only ``archive`` (IMDb's archive or its ``aclImdb/`` folder) as a user's would."""
+    data_dir.mkdir(parents=True)
+    os.symlink(archive.resolve(), data_dir / ("aclImdb" if archive.is_dir() else IMDB_ARCHIVE))
+    return data_dir
 
 
 def write_reviews(path: Path, texts: list[str], labels) -> Path:

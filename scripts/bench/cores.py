@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, WARMUP_STEPS, Report, Timed, config_args, in_turns
+from bench.common import ROOT, WARMUP_STEPS, Report, Timed, archive_data_dir, config_args, in_turns
 
 CORE_LAYOUTS = [
     ("1 process x 2 threads", [], {}),
@@ -49,9 +49,7 @@ def bench_cores(archive: Path, report: Report, steps: int, quick: bool) -> None:
     pass, of DDP only: the layout most likely to break)."""
     layouts = CORE_LAYOUTS[-1:] if quick else CORE_LAYOUTS
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "data"
-        data_dir.mkdir()
-        os.symlink(archive.resolve(), data_dir / ("aclImdb" if archive.is_dir() else "aclImdb_v1.tar.gz"))
+        data_dir = archive_data_dir(archive, Path(tmp) / "data")
         runners = [(name, FitLayout(data_dir, Path(tmp) / f"run{i}", extra, env))
                    for i, (name, extra, env) in enumerate(layouts)]
         rounds = 1 if quick else 2
