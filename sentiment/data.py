@@ -15,6 +15,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
 from sentiment.errors import DataError
@@ -244,7 +245,7 @@ class SentimentDataModule(L.LightningDataModule):
         pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same
             data) that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join
             the training split with its labels (never validation or test). Labelled once, cached with the
-            encoded data.
+            encoded data. ``sentiment fit --self_training true`` trains that model itself, with the fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
         batch_size: reviews per training, validation and test batch.
         min_epoch_size: an epoch trains on at least this many reviews: a smaller training split is read several
@@ -313,7 +314,7 @@ class SentimentDataModule(L.LightningDataModule):
     def vocab(self) -> Vocab:
         """The training vocabulary, from the cache that ``prepare_data()`` writes (it reads nothing else)."""
         if self._vocab is None:
-            cache = self._cache or self._cache_dir(write=False)
+            cache = self.cache_dir
             if not (cache / "vocab.json").is_file():
                 raise DataError("the vocabulary is built from the training data by prepare_data(): call "
                                 "dm.prepare_data() first (Trainer.fit and `sentiment fit` do)")
@@ -335,7 +336,7 @@ class SentimentDataModule(L.LightningDataModule):
         return list(self._meta()["class_counts"])
 
     def _meta(self) -> dict:
-        cache = self._cache or self._cache_dir(write=False)
+        cache = self.cache_dir
         if not (cache / "meta.json").is_file():
             raise DataError("the labels are read from the training data by prepare_data(): call "
                             "dm.prepare_data() first (Trainer.fit and `sentiment fit` do)")
@@ -347,11 +348,17 @@ class SentimentDataModule(L.LightningDataModule):
         return Vocab.pad_id
 
     @property
+    def cache_dir(self) -> Path:
+        """The folder of the encoded data that ``prepare_data()`` writes, keyed by the sources and settings."""
+        return self._cache or self._cache_dir(write=False)
+
+    @property
     def embedding_vectors(self) -> np.ndarray | None:
         """The word vectors ``prepare_data()`` learnt (``vocab_size x word_vectors``), or None without them."""
         if not self.hparams.word_vectors:
             return None
-        path = vectors_file(self._cache or self._cache_dir(write=False), self.hparams.word_vectors)
+        home = self._labelled_only() if self.hparams.pseudo_labels else self
+        path = vectors_file(home.cache_dir, self.hparams.word_vectors)
         if not path.is_file():
             raise DataError("word vectors are learnt by prepare_data(): call dm.prepare_data() first "
                             "(Trainer.fit and `sentiment fit` do)")
@@ -369,16 +376,28 @@ class SentimentDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "predict":
             return  # predicting reads only predict_file, never training data
-        cache = self._cache_dir(write=True)
-        dim = self.hparams.word_vectors
-        if dim and (trainer is None or trainer.state.fn == "fit") and not vectors_file(cache, dim).is_file():
-            self._learn_vectors(cache, dim)
+        # the random state is left as found (a labelling model's initial weights draw from it): a fit is the same
+        # whether it wrote its cache or found it
+        with isolate_rng():
+            cache = self._cache_dir(write=True)
+            dim = self.hparams.word_vectors
+            if not dim or (trainer is not None and trainer.state.fn != "fit"):
+                return
+            if self.hparams.pseudo_labels:  # the vocabulary is the labelled data's, and so are its vectors
+                self._labelled_only().prepare_data()
+            elif not vectors_file(cache, dim).is_file():
+                self._learn_vectors(cache, dim)
+
+    def _labelled_only(self) -> SentimentDataModule:
+        """This data without the reviews a model labelled: the same vocabulary, and the cache of its word vectors."""
+        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
+        return type(self)(**{**settings, "pseudo_labels": None})
 
     def _learn_vectors(self, cache: Path, dim: int) -> None:
         """Word vectors from the training split's reviews and IMDb's unlabelled ones (never validation's or
         test's), for the vocabulary in ``cache``."""
         sources = self._sources()
-        reviews, _, _ = self.read_splits(sources, pseudo_labelled=False)  # the unlabelled reviews are added once
+        reviews, _, _ = self.read_splits(sources)
         texts = list(reviews["train"].texts)
         if "imdb" in sources:
             texts += read_imdb_unlabelled(sources["imdb"])
@@ -393,7 +412,7 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
-        cache = self._cache or self._cache_dir(write=False)
+        cache = self.cache_dir
         if not (cache / "meta.json").is_file():
             raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
         self._cache = cache
@@ -493,6 +512,8 @@ class SentimentDataModule(L.LightningDataModule):
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
             **{k: hp[k] for k in (*ENCODING_KEYS, *LABEL_KEYS, "label_column")},  # the labels are cached too
         }
+        if not hp.pseudo_labels:  # no labelling model: the same data, whatever confidence it would ask for
+            del key["pseudo_confidence"]
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         name = "imdb" if sources["train"] is None else sources["train"].stem
         return f"{name}-{digest}"
@@ -505,11 +526,14 @@ class SentimentDataModule(L.LightningDataModule):
         cache = root / self._cache_key(sources)
         if (cache / "meta.json").is_file() or not write:
             return cache
-        read = self.read_splits(sources)
+        reviews, classes, reader = self.read_splits(sources, pseudo_labelled=False)
+        labelled = len(reviews["train"])  # the vocabulary counts these: the reviews a model labelled do not
+        if self.hparams.pseudo_labels:
+            self._add_pseudo_labelled(reviews, classes, reader, sources)
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
         try:
-            self._encode_into(read, tmp)
+            self._encode_into((reviews, classes, reader), tmp, labelled)
             try:
                 os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
             except OSError:
@@ -556,20 +580,19 @@ class SentimentDataModule(L.LightningDataModule):
             reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
             reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
         if hp.pseudo_labels and pseudo_labelled:
-            if "imdb" not in sources:
-                raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own "
-                                "--data.train_file, label unlabelled reviews with `sentiment predict` and add them "
-                                "to it")
-            unlabelled = self._pseudo_labelled(sources["imdb"], reader)
-            reviews["train"] = reviews["train"].joined(unlabelled)
-            classes["train"] = np.concatenate([classes["train"], reader.read(unlabelled.labels, hp.pseudo_labels,
-                                                                             unlabelled.where)])
+            self._add_pseudo_labelled(reviews, classes, reader, sources)
         return reviews, classes, reader
 
-    def _pseudo_labelled(self, source: Path, reader: LabelReader) -> Reviews:
-        """IMDb's unlabelled reviews that the model in ``pseudo_labels`` is sure of, with its labels."""
+    def _add_pseudo_labelled(self, reviews: dict[str, Reviews], classes: dict[str, np.ndarray], reader: LabelReader,
+                             sources: dict[str, Path | None]) -> None:
+        """Append IMDb's unlabelled reviews that the model in ``pseudo_labels`` is sure of to the training split,
+        with its labels."""
         hp = self.hparams
-        path = Path(hp.pseudo_labels)
+        if "imdb" not in sources:
+            raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own "
+                            "--data.train_file, label unlabelled reviews with `sentiment predict` and add them "
+                            "to it")
+        source, path = sources["imdb"], Path(hp.pseudo_labels)
         if not path.is_file():
             raise DataError(f"{path}: no such checkpoint (--data.pseudo_labels)")
         predictor = Predictor.from_checkpoint(path)
@@ -579,15 +602,19 @@ class SentimentDataModule(L.LightningDataModule):
         texts = read_imdb_unlabelled(source)
         answers = predictor.predict(texts)
         keep = [i for i, a in enumerate(answers) if a["score"] >= hp.pseudo_confidence]
-        return Reviews([texts[i] for i in keep], [answers[i]["label"] for i in keep],
+        sure = Reviews([texts[i] for i in keep], [answers[i]["label"] for i in keep],
                        [f"{source}: unlabelled review {i + 1}" for i in keep])
+        reviews["train"] = reviews["train"].joined(sure)
+        classes["train"] = np.concatenate([classes["train"], reader.read(sure.labels, hp.pseudo_labels, sure.where)])
 
-    def _encode_into(self, read: tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader], folder: Path) -> None:
+    def _encode_into(self, read: tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader], folder: Path,
+                     counted: int) -> None:
+        """Encode the splits into ``folder``, with a vocabulary of the first ``counted`` training reviews."""
         hp = self.hparams
         reviews, classes, reader = read
         order = [s for s in SPLITS if s in reviews]
         texts = [t for s in order for t in reviews[s].texts]
-        count_mask = np.concatenate([np.full(len(reviews[s]), s == "train") for s in order])
+        count_mask = np.concatenate([np.arange(len(reviews[s])) < (counted if s == "train" else 0) for s in order])
         vocab, ids, lengths = encode_corpus(texts, count_mask=count_mask, min_freq=hp.min_freq,
                                             max_size=hp.max_size, max_length=hp.max_length,
                                             truncation=hp.truncation, num_proc=hp.num_proc)

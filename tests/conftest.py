@@ -90,6 +90,17 @@ def build_imdb_archive(path: Path, n_train: int = 200, n_test: int = 100, extra=
     return path
 
 
+def build_archive_with_unlabelled(data_dir, n: int = 60) -> list[bool]:
+    """A small archive whose unsup/ folder holds ``n`` generated reviews (and the builder's own one); their
+    sentiment, in the order they are read."""
+    rng = random.Random(3)
+    truth = [bool(i % 2) for i in range(n)]
+    unsup = [(f"aclImdb/train/unsup/{i + 1}_0.txt", make_review(rng, t).encode()) for i, t in enumerate(truth)]
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", 200, 0, extra=unsup)
+    return truth
+
+
 @pytest.fixture
 def imdb_dir(tmp_path: Path) -> Path:
     """A data_dir holding a small aclImdb_v1.tar.gz."""

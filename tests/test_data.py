@@ -1,6 +1,5 @@
 import hashlib
 import os
-import random
 import time
 
 import numpy as np
@@ -9,8 +8,8 @@ import torch
 from conftest import (
     REAL_ARCHIVE,
     ArchiveServer,
+    build_archive_with_unlabelled,
     build_imdb_archive,
-    make_review,
     make_reviews,
     write_csv,
 )
@@ -276,20 +275,9 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     assert len(dm.train_dataloader()) == 4 * 9  # 90 training reviews, 4 passes, batches of 10
 
 
-def _archive_with_unlabelled(data_dir, n: int = 60) -> list[bool]:
-    """A small archive whose unsup/ folder holds ``n`` generated reviews (and the builder's own one); their
-    sentiment, in the order they are read."""
-    rng = random.Random(3)
-    truth = [bool(i % 2) for i in range(n)]
-    unsup = [(f"aclImdb/train/unsup/{i + 1}_0.txt", make_review(rng, t).encode()) for i, t in enumerate(truth)]
-    data_dir.mkdir()
-    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", 200, 0, extra=unsup)
-    return truth
-
-
 def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training(tmp_path, trained):
     data_dir = tmp_path / "data"
-    truth = _archive_with_unlabelled(data_dir)
+    truth = build_archive_with_unlabelled(data_dir)
     texts = read_imdb_unlabelled(data_dir / "aclImdb_v1.tar.gz")
     answers = Predictor.from_checkpoint(trained["best"]).predict(texts)
     confidence = sorted(a["score"] for a in answers)[len(answers) // 2]  # about half of them pass
@@ -313,11 +301,29 @@ def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training
         module.prepare_data()
         module.setup("fit")
     assert len(dm.dataset("train")) == n + len(sure) and len(plain.dataset("train")) == n
+    # the vocabulary counts the labelled reviews only (the unlabelled ones bring words of their own, with
+    # min_freq 1): a taught model reads words as its teacher did
+    assert dm.vocab.itos == plain.vocab.itos and dm.cache_dir != plain.cache_dir
+
+
+def test_pseudo_labelled_data_shares_the_word_vectors_of_its_labelled_data(tmp_path, trained, monkeypatch):
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 40)
+    plain = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=8)
+    taught = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=8,
+                                 pseudo_labels=str(trained["best"]), pseudo_confidence=0.0)
+    learnt = []
+    real = data_module.train_vectors
+    monkeypatch.setattr(data_module, "train_vectors", lambda *a, **k: learnt.append(1) or real(*a, **k))
+    taught.prepare_data()  # the labelled data's cache and vectors are written first, then its own cache
+    plain.prepare_data()
+    assert len(learnt) == 1 and len(taught.vocab) == len(plain.vocab)
+    np.testing.assert_array_equal(taught.embedding_vectors, plain.embedding_vectors)
 
 
 def test_pseudo_labels_need_imdb_a_checkpoint_and_the_same_labels(tmp_path, trained):
     data_dir = tmp_path / "data"
-    _archive_with_unlabelled(data_dir, 4)
+    build_archive_with_unlabelled(data_dir, 4)
     cases = [({"train_file": str(trained["root"] / "train.csv")}, "labels IMDb's unlabelled reviews"),
              ({"pseudo_labels": str(tmp_path / "none.ckpt")}, "none.ckpt: no such checkpoint"),
              ({"target": "rating"}, "the model's labels are negative, positive but the training data's are 1, 2")]
