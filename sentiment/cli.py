@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import warnings
@@ -20,8 +23,11 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.seed import isolate_rng
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
@@ -37,6 +43,13 @@ AFTER_TRAINING = {"serve": ("sentiment.serve", "serve"), "export": ("sentiment.e
 # agree with it; the others may name new data.
 CKPT_DATA_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file", "label_column", "test_file", "val_file")
 AGREEING_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file")
+# The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
+# `sentiment fit` alone, and any config, runs it unless told otherwise
+RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 5, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
+# Trainer settings that do not change what a fit learns: left out of the key of a cached --self_training teacher
+# (callbacks too: the teacher trains with its own checkpoint only)
+UNLEARNT_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar", "enable_model_summary",
+                         "log_every_n_steps", "num_sanity_val_steps", "profiler", "enable_checkpointing", "barebones")
 
 
 def _quiet_lightning() -> None:
@@ -125,6 +138,11 @@ class SentimentCLI(LightningCLI):
                                  # one best.ckpt, overwritten when improved, never best-v1.ckpt
                                  "checkpoint.enable_version_counter": False})
             parser.add_lightning_class_args(AutoSave, "autosave")
+            parser.add_argument("--self_training", type=bool, default=False,
+                                help="Learn from IMDb's 50,000 unlabelled reviews: this fit's recipe first trains a "
+                                     "teacher on the labelled reviews alone (cached under data_dir: later fits "
+                                     "reuse it); the unlabelled reviews it labels with at least "
+                                     "--data.pseudo_confidence then join this fit's training split.")
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
             parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
@@ -209,6 +227,53 @@ class SentimentCLI(LightningCLI):
             # say so before any work is done, not when the first checkpoint or cache file is written
             check_writable(Path(trainer.default_root_dir or os.getcwd()), "logs and checkpoints")
             check_writable(Path(config.data.data_dir), "the data cache")
+        if self.subcommand == "fit" and config.self_training:
+            config.data.pseudo_labels = str(self._teacher(config))
+            # LightningCLI records the hyperparameters from a dump of the config made once, at the first class it
+            # instantiates (the teacher's): made again, it holds the teacher, as the fit's data module does
+            self.__dict__.pop("config_dump", None)
+
+    def _teacher(self, config: Namespace) -> Path:
+        """The ``--self_training`` teacher's checkpoint: the model, data and Trainer settings of this fit, without
+        the unlabelled reviews, fitted once and cached in its data's cache folder under a key of those settings.
+        It trains as ``sentiment fit`` would with the same seed, and leaves the random state as it found it, so
+        that the fit that follows is the same whether the teacher was trained or found."""
+        if config.data.pseudo_labels:
+            raise DataError("--self_training trains its own teacher: leave out --data.pseudo_labels "
+                            "(or --self_training, to learn from the model given there)")
+        if config.trainer.num_nodes != 1 or str(config.trainer.devices) not in ("auto", "1"):
+            raise DataError("--self_training trains its teacher in this process first: run it with one device "
+                            "on one node, or pass its checkpoint to a distributed fit as --data.pseudo_labels")
+        teacher = config.clone()
+        teacher.self_training = False
+        with isolate_rng():
+            if config.seed_everything is not False:
+                seed_everything(config.seed_everything, workers=True)
+            init = self._parser("fit").instantiate_classes(teacher)  # the teacher's data: encoded, vectors learnt
+            data, model = init.data, init.model
+            trainer_settings = {k: v for k, v in init.trainer.items() if k not in UNLEARNT_TRAINER_KEYS}
+            recipe = {"model": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
+                      "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
+                      "trainer": trainer_settings, "seed": config.seed_everything}
+            digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            path = data.cache_dir / f"teacher-{digest}.ckpt"
+            if path.is_file():
+                return path
+            rank_zero_info(f"Self-training: first a teacher on the labelled reviews alone, cached as {path}")
+            folder = Path(tempfile.mkdtemp(prefix=".teacher-", dir=path.parent))
+            try:
+                best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max",
+                                       enable_version_counter=False)
+                trainer = self.trainer_class(**trainer_settings, logger=False, callbacks=[best], default_root_dir=folder,
+                                             enable_progress_bar=init.trainer.enable_progress_bar,
+                                             enable_model_summary=False)
+                trainer.fit(model, datamodule=data)
+                if not best.best_model_path:  # a run too short to validate (fast_dev_run) saves no best
+                    trainer.save_checkpoint(folder / "best.ckpt")
+                os.replace(folder / "best.ckpt", path)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        return path
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
@@ -226,7 +291,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SentimentCLI:
     return SentimentCLI(
         SentimentClassifier,
         SentimentDataModule,
-        trainer_defaults={"accelerator": "cpu", "precision": default_precision()},
+        trainer_defaults={**RECIPE_TRAINER, "precision": default_precision()},
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "

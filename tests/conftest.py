@@ -160,7 +160,7 @@ def trained(tmp_path_factory):
     args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.min_epoch_size", "0",
             "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
             "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
-            "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(root),
+            "--trainer.max_epochs", "8", "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
     assert run_cli(*args) == 0
     ckpt_dir = root / "lightning_logs" / "version_0" / "checkpoints"

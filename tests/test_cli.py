@@ -1,6 +1,7 @@
 """The `sentiment` command end to end on a tiny corpus: fit, then test and predict from the checkpoint alone."""
 
 import csv
+import json
 import logging
 import os
 import socket
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import build_imdb_archive, make_reviews, run_cli, write_csv
+from conftest import build_archive_with_unlabelled, build_imdb_archive, make_reviews, run_cli, write_csv
 
 from sentiment.classifier import SentimentClassifier
 from sentiment.cli import cli_main
+from sentiment.predictor import Predictor
+from sentiment.sources import read_imdb_unlabelled
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -182,7 +185,8 @@ def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path
     assert str(config) in args
     root = tmp_path / "run"
     (tmp_path / "data").mkdir()
-    if "target" in (yaml.safe_load(config.read_text()).get("data") or {}):  # a task of IMDb's own: its archive
+    settings = yaml.safe_load(config.read_text())
+    if "target" in (settings.get("data") or {}) or settings.get("self_training"):  # IMDb's own: its archive
         data = ["--data.data_dir", str(tmp_path / "data")]
         build_imdb_archive(tmp_path / "data" / "aclImdb_v1.tar.gz", n_train=300, n_test=20)
     else:
@@ -200,6 +204,58 @@ def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path
         for key, value in layered.get(section, {}).items():
             if key != "data_dir":
                 assert built[section][key] == value, (section, key)
+
+
+def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_sure_of(tmp_path):
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 80)
+    recipe = ["--data.data_dir", str(data_dir), "--data.min_freq", "1", "--data.min_epoch_size", "1000",
+              "--data.batch_size", "32", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr", "0.01",
+              "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--seed_everything", "3"]
+
+    def fit(name, *extra):
+        assert run_cli("fit", *recipe, *extra, "--trainer.default_root_dir", str(tmp_path / name)) == 0
+        return torch.load(tmp_path / name / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt",
+                          weights_only=False)
+
+    cold = fit("cold", "--self_training", "true", "--data.pseudo_confidence", "0.97")
+    teachers = list(data_dir.glob(".sentiment_cache/*/teacher-*.ckpt"))
+    assert len(teachers) == 1
+    teacher, made = teachers[0], teachers[0].stat().st_mtime_ns
+    # the teacher is this recipe fitted on the labelled reviews alone, as a plain fit with the same seed is
+    plain = fit("plain")
+    for name, weights in torch.load(teacher, weights_only=False)["state_dict"].items():
+        assert torch.equal(weights, plain["state_dict"][name]), name
+    # the student trained on the labelled reviews and the unlabelled ones the teacher gives 0.97 or more
+    assert cold["datamodule_hyper_parameters"]["pseudo_labels"] == str(teacher)
+    answers = Predictor.from_checkpoint(teacher).predict(read_imdb_unlabelled(data_dir / "aclImdb_v1.tar.gz"))
+    sure = sum(a["score"] >= 0.97 for a in answers)
+    assert 0 < sure < len(answers)
+    splits = [json.loads(p.read_text())["splits"]["train"] for p in data_dir.glob(".sentiment_cache/*/meta.json")]
+    assert sorted(splits) == [180, 180 + sure]
+    # a later fit finds the teacher and trains the same student as the first, which trained the teacher too
+    warm = fit("warm", "--self_training", "true", "--data.pseudo_confidence", "0.97")
+    assert teacher.stat().st_mtime_ns == made
+    for name, weights in cold["state_dict"].items():
+        assert torch.equal(weights, warm["state_dict"][name]), name
+
+
+def test_self_training_refuses_a_second_teacher_and_several_devices(tmp_path, capsys):
+    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "leave out --data.pseudo_labels"),
+                           (["--trainer.num_nodes", "2"], "run it with one device on one node")):
+        assert run_cli("fit", "--self_training", "true", "--data.data_dir", str(tmp_path), *extra,
+                       "--trainer.default_root_dir", str(tmp_path)) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_imdb_semi_long_is_imdb_long_with_imdb_semi():
+    def settings(name):
+        return yaml.safe_load((ROOT / "configs" / name).read_text())
+
+    long, semi = settings("imdb_long.yaml"), settings("imdb_semi.yaml")
+    both = {key: {**long.get(key, {}), **semi.get(key, {})} if key in ("model", "data") else semi.get(key, long.get(key))
+            for key in {*long, *semi}}
+    assert settings("imdb_semi_long.yaml") == both
 
 
 def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
