@@ -238,18 +238,16 @@ class SentimentCLI(LightningCLI):
         the unlabelled reviews, fitted once and cached in its data's cache folder under a key of those settings.
         It trains as ``sentiment fit`` would with the same seed, and leaves the random state as it found it, so
         that the fit that follows is the same whether the teacher was trained or found."""
-        if config.data.pseudo_labels:
-            raise DataError("--self_training trains its own teacher: leave out --data.pseudo_labels "
-                            "(or --self_training, to learn from the model given there)")
         if config.trainer.num_nodes != 1 or str(config.trainer.devices) not in ("auto", "1"):
             raise DataError("--self_training trains its teacher in this process first: run it with one device "
                             "on one node, or pass its checkpoint to a distributed fit as --data.pseudo_labels")
-        teacher = config.clone()
-        teacher.self_training = False
+        # the teacher's data has no pseudo labels; LightningCLI records the hyperparameters of the classes it builds
+        # from a dump of the fit's own config, so that is where they go
+        given, config.data.pseudo_labels = config.data.pseudo_labels, None
         with isolate_rng():
             if config.seed_everything is not False:
                 seed_everything(config.seed_everything, workers=True)
-            init = self._parser("fit").instantiate_classes(teacher)  # the teacher's data: encoded, vectors learnt
+            init = self._parser("fit").instantiate_classes(config.clone())  # the teacher's data encoded, its vectors
             data, model = init.data, init.model
             trainer_settings = {k: v for k, v in init.trainer.items() if k not in UNLEARNT_TRAINER_KEYS}
             recipe = {"model": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
@@ -257,6 +255,10 @@ class SentimentCLI(LightningCLI):
                       "trainer": trainer_settings, "seed": config.seed_everything}
             digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
             path = data.cache_dir / f"teacher-{digest}.ckpt"
+            if given and Path(given) != path:  # the config.yaml a self-training fit saved names its teacher
+                raise DataError(f"--data.pseudo_labels {given} is not the teacher of this recipe, "
+                                "which --self_training trains itself: leave out --data.pseudo_labels (or "
+                                "--self_training, to learn from the model given there)")
             if path.is_file():
                 return path
             rank_zero_info(f"Self-training: first a teacher on the labelled reviews alone, cached as {path}")
@@ -264,9 +266,9 @@ class SentimentCLI(LightningCLI):
             try:
                 best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max",
                                        enable_version_counter=False)
-                trainer = self.trainer_class(**trainer_settings, logger=False, callbacks=[best], default_root_dir=folder,
-                                             enable_progress_bar=init.trainer.enable_progress_bar,
-                                             enable_model_summary=False)
+                trainer = self.trainer_class(**trainer_settings, logger=False, callbacks=[best],
+                                             default_root_dir=folder, enable_model_summary=False,
+                                             enable_progress_bar=init.trainer.enable_progress_bar)
                 trainer.fit(model, datamodule=data)
                 if not best.best_model_path:  # a run too short to validate (fast_dev_run) saves no best
                     trainer.save_checkpoint(folder / "best.ckpt")

@@ -238,14 +238,21 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
     assert teacher.stat().st_mtime_ns == made
     for name, weights in cold["state_dict"].items():
         assert torch.equal(weights, warm["state_dict"][name]), name
+    # the config a fit saved, which names the teacher it trained, runs again
+    saved = tmp_path / "cold" / "lightning_logs" / "version_0" / "config.yaml"
+    assert run_cli("fit", "--config", str(saved)) == 0
+    assert teacher.stat().st_mtime_ns == made
 
 
-def test_self_training_refuses_a_second_teacher_and_several_devices(tmp_path, capsys):
-    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "leave out --data.pseudo_labels"),
+def test_self_training_refuses_another_teacher_and_several_devices(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 4)
+    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "best.ckpt is not the teacher of this recipe"),
                            (["--trainer.num_nodes", "2"], "run it with one device on one node")):
-        assert run_cli("fit", "--self_training", "true", "--data.data_dir", str(tmp_path), *extra,
+        assert run_cli("fit", "--self_training", "true", "--data.data_dir", str(data_dir), *extra,
                        "--trainer.default_root_dir", str(tmp_path)) == 1
         assert message in capsys.readouterr().err
+    assert not list(data_dir.glob(".sentiment_cache/*/teacher-*.ckpt"))
 
 
 def test_imdb_semi_long_is_imdb_long_with_imdb_semi():
@@ -253,8 +260,8 @@ def test_imdb_semi_long_is_imdb_long_with_imdb_semi():
         return yaml.safe_load((ROOT / "configs" / name).read_text())
 
     long, semi = settings("imdb_long.yaml"), settings("imdb_semi.yaml")
-    both = {key: {**long.get(key, {}), **semi.get(key, {})} if key in ("model", "data") else semi.get(key, long.get(key))
-            for key in {*long, *semi}}
+    both = {key: {**long.get(key, {}), **semi.get(key, {})} if key in ("model", "data")
+            else semi.get(key, long.get(key)) for key in {*long, *semi}}
     assert settings("imdb_semi_long.yaml") == both
 
 
