@@ -512,6 +512,7 @@ class SentimentDataModule(L.LightningDataModule):
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
             **{k: hp[k] for k in (*ENCODING_KEYS, *LABEL_KEYS, "label_column")},  # the labels are cached too
         }
+        del key["pseudo_labels"]  # the labelling model is in "sources": the same however its path is written
         if not hp.pseudo_labels:  # no labelling model: the same data, whatever confidence it would ask for
             del key["pseudo_confidence"]
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -304,6 +304,10 @@ def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training
     # the vocabulary counts the labelled reviews only (the unlabelled ones bring words of their own, with
     # min_freq 1): a taught model reads words as its teacher did
     assert dm.vocab.itos == plain.vocab.itos and dm.cache_dir != plain.cache_dir
+    # the same model named by another path: the same cache
+    elsewhere = f"{trained['best'].parent}/../{trained['best'].parent.name}/./best.ckpt"
+    assert SentimentDataModule(data_dir=str(data_dir), min_freq=1, pseudo_labels=elsewhere,
+                               pseudo_confidence=confidence).cache_dir == dm.cache_dir
 
 
 def test_pseudo_labelled_data_shares_the_word_vectors_of_its_labelled_data(tmp_path, trained, monkeypatch):
