@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
 import os
 import re
@@ -33,7 +31,7 @@ from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16
-from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
+from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule, settings_digest
 from sentiment.errors import DataError
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -253,8 +251,7 @@ class SentimentCLI(LightningCLI):
             recipe = {"model": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
                       "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
                       "trainer": trainer_settings, "seed": config.seed_everything}
-            digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            path = data.cache_dir / f"teacher-{digest}.ckpt"
+            path = data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"  # keyed like the cache it lives in
             if given and Path(given) != path:  # the config.yaml a self-training fit saved names its teacher
                 raise DataError(f"--data.pseudo_labels {given} is not the teacher of this recipe, "
                                 "which --self_training trains itself: leave out --data.pseudo_labels (or "

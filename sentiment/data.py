@@ -515,9 +515,8 @@ class SentimentDataModule(L.LightningDataModule):
         del key["pseudo_labels"]  # the labelling model is in "sources": the same however its path is written
         if not hp.pseudo_labels:  # no labelling model: the same data, whatever confidence it would ask for
             del key["pseudo_confidence"]
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         name = "imdb" if sources["train"] is None else sources["train"].stem
-        return f"{name}-{digest}"
+        return f"{name}-{settings_digest(key)}"
 
     def _cache_dir(self, write: bool) -> Path:
         """The cache folder for the current sources and settings; with ``write``, written first if absent
@@ -631,6 +630,11 @@ class SentimentDataModule(L.LightningDataModule):
                 "labels": list(reader.labels),
                 "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def settings_digest(settings: dict) -> str:
+    """A short name for a set of settings, the same whenever they are: what cached files are keyed by."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def stratified_split(classes: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
