@@ -34,6 +34,7 @@ from torchmetrics.classification import (
 
 from sentiment.calibration import calibrate
 from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY
+from sentiment import cpu
 from sentiment.errors import DataError
 from sentiment.labels import BINARY, numeric_values
 from sentiment.model import SentimentNet, adversarial_losses, classification_loss, probabilities
@@ -223,6 +224,9 @@ class SentimentClassifier(L.LightningModule):
         self.test_metrics.reset()
 
     def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision)
+        if precision.startswith("bf16") and not cpu.native_bfloat16():  # `sentiment` itself falls back to 32-true
+            raise DataError(f"precision {precision}: {cpu.NO_BFLOAT16}; use precision='32-true'")
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage != "predict" and datamodule is not None and hasattr(datamodule, "text_encoder"):
             encoder = datamodule.text_encoder

@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
-from sentiment.cpu import configure_cpu, native_bfloat16
+from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
 from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule, settings_digest
 from sentiment.errors import DataError
 
@@ -211,6 +211,7 @@ class SentimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        trainer.precision = usable_precision(trainer.precision)  # a bf16 config from another machine runs here too
         if trainer.logger is None or trainer.logger is True:
             # TensorBoard, without Lightning's placeholder `hp_metric`: the model logs real ones
             trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(

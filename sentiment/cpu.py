@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import logging
 import sys
 
 import torch
@@ -48,10 +50,33 @@ def _keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS)
 
 
+@functools.cache
 def native_bfloat16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX). There the recurrence runs 1.4-1.5x
-    faster in bfloat16 at the same accuracy (BENCHMARKS.md); elsewhere bfloat16 is emulated, and slower."""
+    faster in bfloat16 at the same accuracy (BENCHMARKS.md). Elsewhere PyTorch's LSTM has no bfloat16 kernel at
+    all (oneDNN: "could not create a primitive descriptor for the LSTM forward propagation primitive")."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+NO_BFLOAT16 = ("this CPU has no native bfloat16 (AVX512-BF16 or AMX), and PyTorch's LSTM has no bfloat16 kernel "
+               "without it")
+
+
+def usable_bfloat16(asked: bool, what: str = "bfloat16") -> bool:
+    """``asked``, unless this CPU cannot compute the recurrence in bfloat16: then False, saying so in one line
+    (``what`` names the setting). A config or checkpoint made on a bfloat16 machine still runs on any other."""
+    if asked and not native_bfloat16():
+        logging.getLogger("sentiment").warning(f"warning: {what}: {NO_BFLOAT16}; computing in float32 (32-true)")
+        return False
+    return asked
+
+
+def usable_precision(precision: str | int | None, what: str = "--trainer.precision") -> str | int | None:
+    """A Trainer precision this CPU can train and predict in: a bfloat16 one (``bf16-mixed``, ``bf16-true``)
+    becomes ``32-true`` where ``usable_bfloat16`` says no."""
+    if str(precision).startswith("bf16") and not usable_bfloat16(True, f"{what} {precision}"):
+        return "32-true"
+    return precision

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from sentiment.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
-from sentiment.cpu import native_bfloat16
+from sentiment.cpu import native_bfloat16, usable_bfloat16
 from sentiment.labels import BINARY, numeric_values
 from sentiment.model import SentimentNet, probabilities
 from sentiment.text import TextEncoder, Vocab
@@ -47,7 +47,8 @@ class Predictor:
         labels: the classes, in the order of the network's outputs (default: ``negative``, ``positive``).
         temperature: the logits are divided by it before the probabilities are taken (calibration).
         bfloat16: compute the recurrence in bfloat16 (the output layer stays float32); default: where the CPU
-            does bfloat16 natively, as ``sentiment predict`` does.
+            does bfloat16 natively, as ``sentiment predict`` does. Asked for on a CPU without it: float32, with a
+            one-line warning.
         batch_size: reviews per forward pass.
         threads: batches read at once, each with one torch thread (default: one per available core; 1: one
             batch at a time, with torch's own threads).
@@ -59,7 +60,7 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.net, self.encoder, self.batch_size = net, encoder, batch_size
-        self.bfloat16 = native_bfloat16() if bfloat16 is None else bfloat16
+        self.bfloat16 = native_bfloat16() if bfloat16 is None else usable_bfloat16(bfloat16, "bfloat16=True")
         self.threads = threads or len(os.sched_getaffinity(0))
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")

@@ -14,6 +14,12 @@ import lightning as L
 import pytest
 
 from sentiment.cli import cli_main
+from sentiment.cpu import NO_BFLOAT16, native_bfloat16
+
+# bfloat16-only paths: elsewhere PyTorch has no bfloat16 LSTM, and `sentiment` computes in float32 instead
+needs_bfloat16 = pytest.mark.skipif(not native_bfloat16(), reason=NO_BFLOAT16)
+# PyTorch made to behave like a CPU with AVX2 only (no AVX-512, no bfloat16); on such a CPU, no change
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb_train.tar.gz"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

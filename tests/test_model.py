@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from conftest import needs_bfloat16
 
 from sentiment.classifier import SentimentClassifier
 from sentiment.model import (
@@ -168,14 +169,15 @@ def test_adversarial_losses_give_the_gradients_of_the_two_losses_taken_plainly(s
         torch.testing.assert_close(b, a)
 
 
-def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", pytest.param("bf16-mixed", marks=needs_bfloat16)])
+def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path, precision):
     import lightning as L
 
     torch.manual_seed(0)
     model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
                                 adversarial=1.0)
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
-    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=3, logger=False,
+    trainer = L.Trainer(accelerator="cpu", precision=precision, max_steps=3, logger=False,
                         enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path, gradient_clip_val=1.0)
     before = model.net.embedding.weight.detach().clone()
@@ -183,6 +185,20 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path):
     assert {"train/loss", "train/adversarial_loss"} <= set(trainer.callback_metrics)
     assert trainer.callback_metrics["train/adversarial_loss"] > 0
     assert not torch.equal(model.net.embedding.weight, before)
+
+
+def test_a_plain_trainer_in_bfloat16_is_refused_in_one_line_where_the_cpu_lacks_it(tmp_path, monkeypatch):
+    import lightning as L
+
+    from sentiment.errors import DataError
+
+    monkeypatch.setattr("sentiment.cpu.native_bfloat16", lambda: False)
+    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8)
+    loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(DataError, match=r"^precision bf16-mixed: this CPU has no native bfloat16 .*use precision='32-true'$"):
+        trainer.fit(model, loader)
 
 
 @pytest.mark.parametrize("every, adversarial_steps", [(1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6])])
@@ -313,6 +329,7 @@ def test_explain_weighs_each_word_the_model_reads():
     assert model.explain("")["words"] == []
 
 
+@needs_bfloat16
 def test_logits_stay_float32_under_bfloat16_autocast():
     torch.manual_seed(0)
     net = SentimentNet(vocab_size=50, embed_dim=16, hidden_dim=16, pooling="attention").eval()
@@ -364,6 +381,7 @@ def test_reversing_ids_gives_the_backward_direction_the_same_input_as_reversing_
     assert torch.equal(fast, slow)
 
 
+@needs_bfloat16
 def test_kept_inference_casts_give_the_same_logits_and_end_with_training():
     torch.manual_seed(0)
     net = SentimentNet(vocab_size=40, embed_dim=8, hidden_dim=6, bidirectional=True, pooling="attention").eval()
