@@ -71,6 +71,9 @@ class SentimentClassifier(L.LightningModule):
             gradient, trained on beside the clean input (0: off; about twice the training time).
         adversarial_every: take the adversarial loss on one training step in this many (1: every step); the
             others train on the clean loss alone, at half the cost.
+        bag_lr: peak learning rate of the bag of n-grams' weights (``bag_size`` > 0); None: ``lr``.
+        bag_weight_decay: AdamW weight decay of the bag's weights, its own regularisation, so that it does not
+            drown the recurrent part.
         **network: the network's settings: ``SentimentNet``'s arguments (``embed_dim``, ``hidden_dim``, ``cell``,
             ``pooling``, ...).
     """
@@ -88,6 +91,8 @@ class SentimentClassifier(L.LightningModule):
         class_weights: ClassWeights = "none",
         adversarial: float = 2.0,  # gains more than a wider or longer model for the same time (BENCHMARKS.md)
         adversarial_every: int = 2,  # every other step: the same accuracy at two thirds of the time (BENCHMARKS.md)
+        bag_lr: float | None = None,
+        bag_weight_decay: float = 0.0,
         **network: Any,
     ) -> None:
         super().__init__()
@@ -130,8 +135,9 @@ class SentimentClassifier(L.LightningModule):
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.register_buffer("class_weight", None, persistent=False)  # set in setup() when balanced
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.net(input_ids, lengths)
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.net(input_ids, lengths, bag_ids)
 
     # --- train / val / test ----------------------------------------------------------------------------
 
@@ -143,11 +149,12 @@ class SentimentClassifier(L.LightningModule):
         weight = self.class_weight if train else None
         if train and self.hparams.adversarial > 0 and self.global_step % self.hparams.adversarial_every == 0:
             loss, adversarial_loss, logits = adversarial_losses(self.net, batch["input_ids"], batch["lengths"], labels,
-                                                                self.hparams.adversarial, smoothing, weight)
+                                                                self.hparams.adversarial, smoothing, weight,
+                                                                batch.get("bag_ids"))
             objective = loss + adversarial_loss  # what training minimizes; train/loss stays the clean loss
             self.log("train/adversarial_loss", adversarial_loss, batch_size=n)
         else:
-            logits = self.net(batch["input_ids"], batch["lengths"])
+            logits = self.net(batch["input_ids"], batch["lengths"], batch.get("bag_ids"))
             objective = loss = classification_loss(logits, labels, smoothing, weight)
         if train:
             # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
@@ -237,6 +244,13 @@ class SentimentClassifier(L.LightningModule):
                 raise DataError(f"the data's labels are {', '.join(datamodule.label_names)} but the model was "
                                 f"trained on {', '.join(self.labels)}")
             self.text_encoder = encoder
+            bag_size = getattr(datamodule, "bag_size", 0)
+            if self.net.linear_bag is not None and bag_size != self.hparams.bag_size:
+                raise DataError(f"the data's bag has {bag_size} n-grams but the model was built for "
+                                f"{self.hparams.bag_size}; use the data settings the model was trained with")
+            if stage == "fit" and self.net.linear_bag is not None:  # a resumed run restores its own after this
+                with torch.no_grad():
+                    self.net.linear_bag.scale.copy_(torch.from_numpy(datamodule.bag_ratios))
             vectors = getattr(datamodule, "embedding_vectors", None) if stage == "fit" else None
             if vectors is not None:  # a run resumed from a checkpoint restores its own weights after this
                 embedding = self.net.embedding.weight
@@ -307,13 +321,18 @@ class SentimentClassifier(L.LightningModule):
         hp = self.hparams
         # fused: one pass over the parameters, 6x faster steps on CPU; a float16 gradient scaler needs the plain one
         fused = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
+        groups = [{"params": [p for name, p in self.named_parameters() if not name.startswith("net.linear_bag.")],
+                   "lr": hp.lr, "weight_decay": hp.weight_decay}]
+        if self.net.linear_bag is not None:
+            groups.append({"params": list(self.net.linear_bag.parameters()),
+                           "lr": hp.lr if hp.bag_lr is None else hp.bag_lr, "weight_decay": hp.bag_weight_decay})
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         if hp.lr_schedule == "constant":  # a scheduler all the same: it names the logged `train/lr`
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
         elif hp.lr_schedule == "onecycle":
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,
-                                                            pct_start=max(hp.warmup_ratio, 1e-3))
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                            total_steps=total, pct_start=max(hp.warmup_ratio, 1e-3))
         else:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = int(total * hp.warmup_ratio)
@@ -366,7 +385,8 @@ class SentimentClassifier(L.LightningModule):
         with the batch's row ``index`` and ``id``."""
         predictor = self._predicting
         if "input_ids" in batch:
-            answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"]))
+            answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"],
+                                                                batch.get("bag_ids")))
         else:  # raw text, read in the predictor's batches on its worker threads
             answers = predictor.predict(batch["text"])
         return {"index": batch.get("index"), "id": batch.get("id"), "answers": answers}

@@ -85,6 +85,12 @@ def prepared_labels(data: SentimentDataModule) -> list[str]:
     return data.label_names
 
 
+def prepared_bag_size(data: SentimentDataModule) -> int:
+    """The n-grams of the bag the model is built for (0: none), as ``prepare_data()`` counted them."""
+    data.prepare_data()  # the cache is there: this only finds it
+    return data.bag_size
+
+
 def default_precision() -> str:
     """``bf16-mixed`` on CPUs that compute in bfloat16 natively, else ``32-true`` (``native_bfloat16``)."""
     return "bf16-mixed" if native_bfloat16() else "32-true"
@@ -144,6 +150,7 @@ class SentimentCLI(LightningCLI):
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
             parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
+            parser.link_arguments("data", "model.bag_size", compute_fn=prepared_bag_size, apply_on="instantiate")
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
+from sentiment.bag import BAG_VERSION, NgramTable, corpus_hashes, log_count_ratios, pad_bags
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
 from sentiment.labels import LabelReader
@@ -35,7 +36,7 @@ from sentiment.sources import (
     read_labelled,
     source_signature,
 )
-from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends
+from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends, tokenize_bytes
 from sentiment.vectors import train_vectors, vectors_file
 
 CACHE_VERSION = 3  # 3: labels are class indices of a label set named in meta.json
@@ -44,11 +45,11 @@ SPLITS = ("train", "val", "test")
 # The settings that decide the vocabulary and how every review is encoded: a TextEncoder's own settings, how its
 # vocabulary is counted, and which reviews it is counted on. With the source files they key the cache, and
 # `validate` and `test` take them from the checkpoint: a model evaluates only reviews encoded as it was trained.
-ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name != "vocab"),
-                 "min_freq", "max_size", "text_column", "val_fraction", "seed", "val_by_movie", "pseudo_labels",
-                 "pseudo_confidence")
-# What a data setting meant in checkpoints written before it existed: their runs were split at random
-BEFORE_SETTING = {"val_by_movie": False}
+ENCODING_KEYS = (*(f.name for f in dataclasses.fields(TextEncoder) if f.name not in ("vocab", "ngrams")),
+                 "min_freq", "max_size", "bag_ngrams", "bag_min_count", "text_column", "val_fraction", "seed",
+                 "val_by_movie", "pseudo_labels", "pseudo_confidence")
+# What a data setting meant in checkpoints written before it existed: their runs were split at random, without a bag
+BEFORE_SETTING = {"val_by_movie": False, "bag_ngrams": 0}
 # The settings that decide the classes: which label the reviews carry, and the label set with its order
 LABEL_KEYS = ("target", "labels")
 Target = Literal["label", "rating"]
@@ -61,10 +62,16 @@ class EncodedReviews(Dataset):
         ids: N x max_length token ids, right-padded with 0.
         lengths: N real lengths.
         labels: N labels (1 = positive), or None.
+        bags: each review's n-gram ids (``sentiment.bag``), end to end, and how many each has; or None.
     """
 
-    def __init__(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray | None = None) -> None:
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray | None = None,
+                 bags: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.ids, self.lengths, self.labels = ids, lengths, labels
+        self.bags = None
+        if bags is not None:
+            flat, counts = bags
+            self.bags = flat, np.asarray(counts, dtype=np.int64), np.concatenate([[0], np.cumsum(counts)[:-1]])
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -80,6 +87,12 @@ class EncodedReviews(Dataset):
         }
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
+        if self.bags is not None:
+            flat, counts, starts = self.bags
+            sizes = counts[idx]
+            # the rows' ids, gathered in one indexing: each row's start, then one step per id
+            at = np.repeat(starts[idx] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
+            batch["bag_ids"] = pad_bags(np.asarray(flat[at], dtype=np.int64), sizes)
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -238,6 +251,9 @@ class SentimentDataModule(L.LightningDataModule):
             alphabetically.
         target: with IMDb, ``label`` (positive/negative) or ``rating`` (the star rating in each file name,
             1-4 and 7-10: an 8-class task).
+        bag_ngrams: a bag of n-grams of up to this many words over each whole review, beside the recurrent network's
+            ``max_length`` tokens (``sentiment.bag``); 0: no bag.
+        bag_min_count: an n-gram joins the bag's table if at least this many training reviews have it.
         word_vectors: dimensions of word vectors (skip-gram, gensim) learnt by ``prepare_data()`` from the
             training split and, with IMDb, its 50,000 unlabelled reviews, to start the model's embedding from
             (its ``embed_dim`` must match); cached beside the encoded data, so only the first fit pays for them.
@@ -278,6 +294,8 @@ class SentimentDataModule(L.LightningDataModule):
         val_by_movie: bool = True,
         labels: list[str] | None = None,
         target: Target = "label",
+        bag_ngrams: int = 0,
+        bag_min_count: int = 2,
         word_vectors: int = 0,
         pseudo_labels: str | None = None,
         pseudo_confidence: float = 0.85,  # keeps about three quarters of IMDb's unlabelled reviews
@@ -296,6 +314,10 @@ class SentimentDataModule(L.LightningDataModule):
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0 <= bag_ngrams <= 8:
+            raise ValueError(f"bag_ngrams must be 0 (no bag) to 8 words, got {bag_ngrams}")
+        if bag_min_count < 1:
+            raise ValueError(f"bag_min_count must be at least 1, got {bag_min_count}")
         if word_vectors < 0:
             raise ValueError(f"word_vectors must be 0 (none) or a number of dimensions, got {word_vectors}")
         if not 0.0 <= pseudo_confidence <= 1.0:
@@ -348,6 +370,28 @@ class SentimentDataModule(L.LightningDataModule):
         return Vocab.pad_id
 
     @property
+    def bag_size(self) -> int:
+        """How many n-grams the bag knows (0: no bag), as ``prepare_data()`` counted them."""
+        return int(self._meta().get("bag_size", 0))
+
+    @property
+    def ngrams(self) -> NgramTable | None:
+        """The n-grams the bag knows (``prepare_data()`` writes them), or None without a bag."""
+        if not self.hparams.bag_ngrams:
+            return None
+        self._meta()  # the cache is there, or a clear error
+        return NgramTable(np.load(self.cache_dir / "ngrams.npy"), self.hparams.bag_ngrams)
+
+    @property
+    def bag_ratios(self) -> np.ndarray | None:
+        """Each n-gram's naive-Bayes log-count ratio on the training split (``bag_size + 1`` x outputs; row 0 pads),
+        which scales the bag's weights; None without a bag."""
+        if not self.hparams.bag_ngrams:
+            return None
+        self._meta()
+        return np.load(self.cache_dir / "ngram_ratios.npy")
+
+    @property
     def cache_dir(self) -> Path:
         """The folder of the encoded data that ``prepare_data()`` writes, keyed by the sources and settings."""
         return self._cache or self._cache_dir(write=False)
@@ -367,7 +411,7 @@ class SentimentDataModule(L.LightningDataModule):
     @property
     def text_encoder(self) -> TextEncoder:
         """Tokenizer, vocabulary and truncation together: what a model needs to read raw text."""
-        return TextEncoder(self.vocab, self.hparams.max_length, self.hparams.truncation)
+        return TextEncoder(self.vocab, self.hparams.max_length, self.hparams.truncation, self.ngrams)
 
     # --- Lightning hooks -----------------------------------------------------------------------------
 
@@ -421,8 +465,11 @@ class SentimentDataModule(L.LightningDataModule):
             if split not in meta["splits"]:
                 raise DataError(self._missing_split_message(split))
             if split not in self._splits:
-                self._splits[split] = EncodedReviews(*(
-                    np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("ids", "lengths", "labels")))
+                parts = (np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("ids", "lengths", "labels"))
+                bags = None
+                if self.hparams.bag_ngrams:
+                    bags = tuple(np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("bag", "bag_counts"))
+                self._splits[split] = EncodedReviews(*parts, bags=bags)
 
     def train_dataloader(self) -> DataLoader:
         # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
@@ -512,6 +559,8 @@ class SentimentDataModule(L.LightningDataModule):
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
             **{k: hp[k] for k in (*ENCODING_KEYS, *LABEL_KEYS, "label_column")},  # the labels are cached too
         }
+        if hp.bag_ngrams:
+            key["bag"] = BAG_VERSION
         del key["pseudo_labels"]  # the labelling model is in "sources": the same however its path is written
         if not hp.pseudo_labels:  # no labelling model: the same data, whatever confidence it would ask for
             del key["pseudo_confidence"]
@@ -619,17 +668,44 @@ class SentimentDataModule(L.LightningDataModule):
                                             max_size=hp.max_size, max_length=hp.max_length,
                                             truncation=hp.truncation, num_proc=hp.num_proc)
         vocab.save(folder / "vocab.json")
+        bags = self._encode_bags(texts, count_mask, classes["train"][:counted], len(reader.labels), folder)
         start = 0
         for split in order:
             stop = start + len(reviews[split])
             np.save(folder / f"{split}.ids.npy", ids[start:stop])
             np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
             np.save(folder / f"{split}.labels.npy", classes[split].astype(np.int16))
+            if bags is not None:
+                flat, counts, offsets = bags
+                np.save(folder / f"{split}.bag.npy", flat[offsets[start]:offsets[stop]])
+                np.save(folder / f"{split}.bag_counts.npy", counts[start:stop])
             start = stop
         meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab),
                 "labels": list(reader.labels),
                 "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
+        if bags is not None:
+            meta["bag_size"] = int(np.load(folder / "ngrams.npy").size)
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+    def _encode_bags(self, texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
+                     folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts and offsets; the table of
+        the n-grams of the counted training reviews and their log-count ratios are written into ``folder``."""
+        hp = self.hparams
+        if not hp.bag_ngrams:
+            return None
+        hashes, counts = corpus_hashes((tokenize_bytes(t) for t in texts), hp.bag_ngrams)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        counted = int(np.count_nonzero(count_mask))  # the training split's first reviews, as for the vocabulary
+        table = NgramTable.build(hashes[: offsets[counted]], hp.bag_min_count, hp.bag_ngrams)
+        flat, counts = table.known(hashes, counts)
+        del hashes
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        np.save(folder / "ngrams.npy", table.hashes)
+        np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
+                                                              counted_classes, len(table), num_classes))
+        return flat, counts, offsets
 
 
 def settings_digest(settings: dict) -> str:

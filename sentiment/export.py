@@ -2,7 +2,9 @@
 
     sentiment export --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt --output model.onnx
 
-Inputs ``input_ids`` (int64, batch x length, right-padded with 0) and ``lengths`` (int64, batch); output
+Inputs ``input_ids`` (int64, batch x length, right-padded with 0) and ``lengths`` (int64, batch), and for a model
+with a bag of n-grams ``bag_ids`` (int64, batch x n-grams, right-padded with 0; ``TextEncoder.model_inputs``
+makes all three); output
 ``probabilities`` (float32, batch x labels, in the order of the ``labels`` metadata; calibrated with the
 checkpoint's temperature, as the ``Predictor`` answers). The batch and the length are
 free. The model's metadata carries what a runtime needs to make those inputs: ``text_encoder`` (JSON:
@@ -24,7 +26,8 @@ from sentiment.io import atomic_open
 from sentiment.predictor import Predictor
 
 OPSET = 17
-INPUTS, OUTPUT = ("input_ids", "lengths"), "probabilities"
+INPUTS, OUTPUT = ("input_ids", "lengths", "bag_ids"), "probabilities"  # bag_ids: a model with a bag only
+FREE_AXES = {"input_ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, "bag_ids": {0: "batch", 1: "ngrams"}}
 
 
 class _Probabilities(torch.nn.Module):
@@ -35,8 +38,9 @@ class _Probabilities(torch.nn.Module):
         self.predictor = predictor
         self.net = predictor.net
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.predictor.probabilities(input_ids, lengths)
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.predictor.probabilities(input_ids, lengths, bag_ids)
 
 
 def metadata(predictor: Predictor) -> dict[str, str]:
@@ -59,7 +63,8 @@ def export(ckpt_path: str, output: str = "model.onnx") -> None:
         raise DataError("sentiment export needs the onnx package: pip install onnx") from None
     predictor = Predictor.from_checkpoint(ckpt_path, bfloat16=False)
     model = _Probabilities(predictor).eval()
-    example = predictor.encoder.encode_batch(["an example review", "another"])
+    example = predictor.encoder.model_inputs(["an example review", "another"])
+    inputs = [name for name in INPUTS if name in example]
     graph = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript-based exporter maps nn.LSTM onto ONNX's LSTM operator, which keeps the length free;
@@ -68,9 +73,9 @@ def export(ckpt_path: str, output: str = "model.onnx") -> None:
         # a user can act on.
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", message=r".*variable length with LSTM")
-        torch.onnx.export(model, example, graph, input_names=list(INPUTS), output_names=[OUTPUT], dynamo=False,
-                          opset_version=OPSET, dynamic_axes={"input_ids": {0: "batch", 1: "length"},
-                                                             "lengths": {0: "batch"}, OUTPUT: {0: "batch"}})
+        torch.onnx.export(model, tuple(example[name] for name in inputs), graph, input_names=inputs,
+                          output_names=[OUTPUT], dynamo=False, opset_version=OPSET,
+                          dynamic_axes={**{k: v for k, v in FREE_AXES.items() if k in inputs}, OUTPUT: {0: "batch"}})
     proto = onnx.load_from_string(graph.getvalue())
     for key, value in metadata(predictor).items():
         proto.metadata_props.add(key=key, value=value)

@@ -133,6 +133,31 @@ class NgramBag(nn.Module):
         return summed / weights.sum(1, keepdim=True).clamp(min=1)
 
 
+class LinearBag(nn.Module):
+    """A linear model over a bag of n-grams (``sentiment.bag``), one logit per output: each n-gram present adds
+    ``scale * weight`` to them (NBSVM's parametrisation: ``scale`` the n-gram's naive-Bayes log-count ratio, so the
+    weights' decay is weakest for the n-grams that tell the classes apart most).
+
+    ``ids``: B x M n-gram ids, right-padded with 0 (row 0 holds zeros). While training, ``dropout`` drops each
+    n-gram of a review with that probability.
+    """
+
+    def __init__(self, size: int, outputs: int, init: float = 0.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Embedding(size + 1, outputs, padding_idx=0)
+        with torch.no_grad():
+            self.weight.weight.fill_(init)
+            self.weight.weight[0] = 0
+        self.register_buffer("scale", torch.ones(size + 1, outputs))  # the log-count ratios, set from the data
+        self.dropout = dropout
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        terms = self.weight(ids) * F.embedding(ids, self.scale)  # B x M x outputs
+        if self.training and self.dropout > 0:
+            terms = terms * (torch.rand(ids.shape, device=ids.device) >= self.dropout).unsqueeze(-1)
+        return terms.sum(1)
+
+
 class SentimentNet(nn.Module):
     """Embedding -> LSTM/GRU -> pooling -> dropout -> Linear: one logit per review for two classes (> 0: the
     second), or one per class for more.
@@ -155,6 +180,11 @@ class SentimentNet(nn.Module):
         ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
             (0: no bag).
         ngram_dim: embedding width of the n-gram bag.
+        bag_size: n-grams in the table of a linear bag over the whole review (``LinearBag``; the data module's
+            ``bag_size``), whose logits add to the recurrent part's; 0: none.
+        bag_init: the bag's weights start at this (1: the naive-Bayes classifier of the log-count ratios; 0: no
+            say until trained).
+        bag_dropout: while training, the share of each review's n-grams the bag drops.
         num_classes: classes to tell apart (2: one logit, read with a sigmoid; more: a logit per class).
         pad_id: id of the padding token (its embedding stays zero).
         unk_id: id of the unknown-word token.
@@ -174,6 +204,9 @@ class SentimentNet(nn.Module):
         word_dropout: float = 0.1,  # 0.2 scored lower at 128 tokens (BENCHMARKS.md)
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
+        bag_size: int = 0,
+        bag_init: float = 0.0,
+        bag_dropout: float = 0.0,
         num_classes: int = 2,
         pad_id: int = 0,
         unk_id: int = 1,
@@ -197,6 +230,7 @@ class SentimentNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         features = state_dim * (2 if pooling == "mean_max" else 1) + (ngram_dim if self.bag is not None else 0)
         self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)
+        self.linear_bag = LinearBag(bag_size, self.head.out_features, bag_init, bag_dropout) if bag_size else None
         self.keep_inference_casts(False)
 
     def keep_inference_casts(self, keep: bool = True) -> None:
@@ -220,17 +254,26 @@ class SentimentNet(nn.Module):
             self._casts[dtype] = self.embedding.weight.detach().to(dtype)
         return F.embedding(ids, self._casts[dtype], self.embedding.padding_idx)
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None,
                 return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B for two classes, B x classes for more) for ``input_ids`` (B x T, right-padded) of real
-        ``lengths`` (B).
+        ``lengths`` (B), and with a bag, the n-gram ids of each whole review ``bag_ids`` (B x M, right-padded).
 
         With ``return_attention``, also the attention weights (B x T; None unless pooling is attention).
         An empty review (length 0) is read as a single padding token.
         """
         input_ids, lengths = self.prepare(input_ids, lengths)
         x, x_reversed = self.embed(input_ids, lengths)
-        return self.read(x, input_ids, lengths, x_reversed, return_attention)
+        return self.read(x, input_ids, lengths, x_reversed, return_attention, self.bag_logits(bag_ids))
+
+    def bag_logits(self, bag_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """The bag's part of the logits (B x outputs, float32), or None for a network without a bag."""
+        if self.linear_bag is None:
+            return None
+        if bag_ids is None:
+            raise ValueError("this network has a bag of n-grams: pass bag_ids (TextEncoder.model_inputs gives them)")
+        with torch.autocast(bag_ids.device.type, enabled=False):
+            return self.linear_bag(bag_ids)
 
     def prepare(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Lengths clamped to [1, T]; while training, word dropout applied."""
@@ -252,9 +295,10 @@ class SentimentNet(nn.Module):
         return self.embed_dropout(self._embed(input_ids.t())), x_reversed
 
     def read(self, x: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor,
-             x_reversed: torch.Tensor | None = None,
-             return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits from embeddings ``x`` (T x B x E): recurrence, pooling, dropout, output layer."""
+             x_reversed: torch.Tensor | None = None, return_attention: bool = False,
+             bag: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits from embeddings ``x`` (T x B x E): recurrence, pooling, dropout, output layer; plus ``bag``, the
+        bag's logits (``bag_logits``)."""
         states, summary = self.encoder(x, lengths, x_reversed)
         weights = None
         mask = torch.arange(input_ids.size(1), device=states.device)[None, :] < lengths[:, None]  # B x T
@@ -269,6 +313,8 @@ class SentimentNet(nn.Module):
             pooled = torch.cat([pooled, self.bag(input_ids, mask)], dim=1)
         with torch.autocast(pooled.device.type, enabled=False):  # under bfloat16 autocast too: full digits
             logits = self.head(self.dropout(pooled).float())
+        if bag is not None:
+            logits = logits + bag
         logits = logits.squeeze(-1) if logits.size(-1) == 1 else logits
         return (logits, weights) if return_attention else logits
 
@@ -310,8 +356,8 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
-                       epsilon: float, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       epsilon: float, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
+                       bag_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For adversarial training: the loss, the loss under the worst small shift of each review's embeddings
     (a step of L2 norm ``epsilon`` along the loss gradient; Miyato et al., 2017, "Adversarial Training Methods
     for Semi-Supervised Text Classification"), and the clean logits. Train on the sum of the two losses.
@@ -323,14 +369,15 @@ def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torc
     """
     input_ids, lengths = net.prepare(input_ids, lengths)
     x, _ = net.embed(input_ids, lengths, reversed_too=False)  # one tensor, so the shift reaches both directions
-    logits = net.read(x, input_ids, lengths)
+    bag = net.bag_logits(bag_ids)  # the same for both passes: the shift moves the embeddings only
+    logits = net.read(x, input_ids, lengths, bag=bag)
     loss = classification_loss(logits, labels, label_smoothing, class_weights)
     params = [p for p in net.parameters() if p.requires_grad]
     grad, *param_grads = torch.autograd.grad(loss, [x, *params], retain_graph=True, allow_unused=True)
     grad = grad.float()
     shift = epsilon * grad / grad.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
-    adversarial_loss = classification_loss(net.read(x + shift.to(x.dtype), input_ids, lengths), labels,
-                                           label_smoothing, class_weights)
+    adversarial_loss = classification_loss(net.read(x + shift.to(x.dtype), input_ids, lengths, bag=bag),
+                                           labels, label_smoothing, class_weights)
     taken = [(p, g) for p, g in zip(params, param_grads) if g is not None]
     carried = _TakenGradients.apply([g for _, g in taken], *(p for p, _ in taken))
     return loss.detach() + carried, adversarial_loss, logits

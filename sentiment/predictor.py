@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
+from sentiment.bag import word_shares
 from sentiment.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
 from sentiment.cpu import native_bfloat16, usable_bfloat16
 from sentiment.labels import BINARY, numeric_values
 from sentiment.model import SentimentNet, probabilities
-from sentiment.text import TextEncoder, Vocab
+from sentiment.text import TextEncoder, Vocab, tokenize_bytes
 
 
 class Predictor:
@@ -113,10 +114,11 @@ class Predictor:
             while pending:
                 yield from pending.popleft().result()
 
-    def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         """The probability of every class (B x classes, float32, calibrated), the network run in the caller's
-        precision (``running`` sets ours)."""
-        return probabilities(self.net(input_ids, lengths).float() / self.temperature)
+        precision (``running`` sets ours); ``bag_ids`` for a network with a bag (``TextEncoder.model_inputs``)."""
+        return probabilities(self.net(input_ids, lengths, bag_ids).float() / self.temperature)
 
     def answers(self, probs: torch.Tensor) -> list[dict[str, Any]]:
         """Answers from class probabilities (B x classes)."""
@@ -138,14 +140,21 @@ class Predictor:
         weights are the attention weights (they sum to 1). Otherwise they are occlusion scores: how much the
         probability of the predicted label drops when that word is replaced by ``<unk>`` (negative for words
         that speak against it).
+
+        A model with a bag of n-grams reads every word of the review: ``method`` is then ``ngrams``, ``words``
+        holds every token, and each weight is the word's exact share of what the bag adds to the predicted
+        label's logit (each n-gram's part split among its words; negative against the label; they sum to
+        ``bag_logit``). The recurrent part's own weights (attention or occlusion) stay beside them as
+        ``read``, on the tokens it reads.
         """
         words, ids = self.encoder.encode_words(text)
+        inputs = self.encoder.model_inputs([text])
+        bag_ids = inputs.get("bag_ids")
         with self.running():
             if not ids:  # nothing to read: the model still answers, with nothing to highlight
-                return {**self.answers(self.probabilities(*self.encoder.encode_batch([text])))[0],
-                        "method": "none", "words": []}
-            input_ids, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
-            logits, attention = self.net(input_ids, lengths, return_attention=True)
+                return {**self.answers(self.probabilities(**inputs))[0], "method": "none", "words": []}
+            input_ids, lengths = inputs["input_ids"], inputs["lengths"]
+            logits, attention = self.net(input_ids, lengths, bag_ids, return_attention=True)
             probs = probabilities(logits.float() / self.temperature)
             answer = self.answers(probs)[0]
             if attention is not None:
@@ -154,10 +163,21 @@ class Predictor:
                 k = self.labels.index(answer["label"])
                 occluded = input_ids.repeat(len(ids), 1)
                 occluded.fill_diagonal_(Vocab.unk_id)
-                without = self.probabilities(occluded, lengths.repeat(len(ids)))[:, k]
+                without = self.probabilities(occluded, lengths.repeat(len(ids)),
+                                             None if bag_ids is None else bag_ids.repeat(len(ids), 1))[:, k]
                 method, weights = "occlusion", probs[0, k] - without
-        return {**answer, "method": method,
-                "words": [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights.tolist())]}
+        read = [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights.tolist())]
+        if self.net.linear_bag is None:
+            return {**answer, "method": method, "words": read}
+        k, binary, bag = self.labels.index(answer["label"]), len(self.labels) == 2, self.net.linear_bag
+        # one logit for two classes, > 0 speaking for the second: its terms count against the first
+        column, sign = (0, 1.0 if k else -1.0) if binary else (k, 1.0)
+        added = sign * (bag.weight.weight[:, column] * bag.scale[:, column]).detach().double().numpy()
+        tokens = tokenize_bytes(text)
+        shares = word_shares(tokens, self.encoder.ngrams, added)
+        return {**answer, "method": "ngrams", "bag_logit": round(float(shares.sum()), 5),
+                "words": [{"word": t.decode(), "weight": round(x, 5)} for t, x in zip(tokens, shares.tolist())],
+                "read": {"method": method, "words": read}}
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -184,7 +204,7 @@ class Predictor:
     def _answer(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One batch, tokenized, read and answered on the calling thread (a worker's, or the caller's)."""
         with self._computing():
-            return self.answers(self.probabilities(*self.encoder.encode_batch(texts)))
+            return self.answers(self.probabilities(**self.encoder.model_inputs(texts)))
 
     def _workers(self) -> ThreadPoolExecutor:
         """``threads`` worker threads of one torch thread each, started together; every other thread keeps the

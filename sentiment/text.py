@@ -27,6 +27,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from sentiment.bag import NgramTable, pad_bags
 from sentiment.errors import DataError
 from sentiment.io import atomic_write_text
 
@@ -108,6 +109,11 @@ def _split_truncated(b: bytes, max_length: int, truncation: Truncation) -> list[
         return parts
     tail = parts[n_head].rsplit(None, n_tail)
     return parts[:n_head] + (tail if len(tail) <= n_tail else tail[1:])
+
+
+def tokenize_bytes(text: str) -> list[bytes]:
+    """``tokenize``'s tokens as UTF-8 bytes, every one of them: what the bag of n-grams hashes."""
+    return _tokenize_bytes(text)
 
 
 def tokenize(text: str) -> list[str]:
@@ -232,15 +238,17 @@ class Vocab:
 
 @dataclass
 class TextEncoder:
-    """Everything that turns raw reviews into model input: tokenizer, vocabulary and truncation.
+    """Everything that turns raw reviews into model input: tokenizer, vocabulary and truncation, and for a model
+    with a bag of n-grams (``sentiment.bag``) the n-grams it knows.
 
-    It travels inside checkpoints (``to_dict``/``from_dict`` use plain lists and strings only), so a
+    It travels inside checkpoints (``to_dict``/``from_dict`` use plain lists, strings and tensors only), so a
     trained model reads raw text with no data module present.
     """
 
     vocab: Vocab
     max_length: int = 128
     truncation: Truncation = "head_tail"
+    ngrams: NgramTable | None = None
 
     def encode_ids(self, text: str) -> list[int]:
         return list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text, self.max_length, self.truncation),
@@ -259,13 +267,32 @@ class TextEncoder:
         width = max(1, int(lengths.max())) if rows else 1
         return torch.from_numpy(pad_rows(flat, lengths, width)), torch.from_numpy(lengths)
 
+    def model_inputs(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """What the network reads of a batch, named as in training batches: ``input_ids`` and ``lengths``
+        (``encode_batch``) and, with an n-gram table, ``bag_ids`` (B x M, the known n-grams of each whole review,
+        right-padded with 0)."""
+        if self.ngrams is None:
+            input_ids, lengths = self.encode_batch(texts)
+            return {"input_ids": input_ids, "lengths": lengths}
+        tokens = [_tokenize_bytes(t) for t in texts]  # every token once: the bag reads them all
+        stoi = self.vocab.bytes_stoi
+        rows = [list(map(stoi.get, truncate(t, self.max_length, self.truncation), repeat(UNK_ID))) for t in tokens]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        width = max(1, int(lengths.max())) if rows else 1
+        return {"input_ids": torch.from_numpy(pad_rows(flat, lengths, width)), "lengths": torch.from_numpy(lengths),
+                "bag_ids": pad_bags(*self.ngrams.encode(tokens))}
+
     def to_dict(self) -> dict:
         tokens = self.vocab.itos
         # One string rather than a list: torch's weights-only unpickler reads a 30,000-item list of strings
         # about 25x slower, and `sentiment predict` loads its checkpoint three times.
         packed = list(tokens) if any("\n" in t for t in tokens) else "\n".join(tokens)
-        return {"tokens": packed, "max_length": self.max_length, "truncation": self.truncation,
-                "tokenizer_version": TOKENIZER_VERSION}
+        out = {"tokens": packed, "max_length": self.max_length, "truncation": self.truncation,
+               "tokenizer_version": TOKENIZER_VERSION}
+        if self.ngrams is not None:
+            out["ngrams"] = self.ngrams.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TextEncoder:
@@ -273,8 +300,9 @@ class TextEncoder:
             raise DataError(f"this text encoder was saved with tokenizer version {d.get('tokenizer_version')}; "
                             f"this sentiment release reads version {TOKENIZER_VERSION}")
         tokens = d["tokens"]
+        ngrams = NgramTable.from_dict(d["ngrams"]) if d.get("ngrams") is not None else None
         return cls(Vocab(tokens.split("\n") if isinstance(tokens, str) else tokens), int(d["max_length"]),
-                   d["truncation"])
+                   d["truncation"], ngrams)
 
 
 # --- whole-corpus encoding on several processes --------------------------------------------------------

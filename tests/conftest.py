@@ -195,3 +195,43 @@ def three(tmp_path_factory):
                    "--model.adversarial", "0", "--trainer.max_epochs", "8", "--trainer.log_every_n_steps", "5",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt", "test": test}
+
+
+def make_buried_reviews(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Long reviews whose verdict is one word in the middle: with ``max_length`` 16 (the first 8 and the last 8
+    tokens) the recurrent network never reads it; the bag of n-grams over the whole review does."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = bool(i % 2)
+        words = [rng.choice(FILLER) for _ in range(60)]
+        words.insert(rng.randint(20, 40), rng.choice(POSITIVE if positive else NEGATIVE))
+        rows.append((" ".join(words), "pos" if positive else "neg"))
+    return rows
+
+
+BAG_FIT = ["--data.min_epoch_size", "0", "--data.min_freq", "1", "--data.max_length", "16",
+           "--data.bag_min_count", "1", "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.adversarial", "0",
+           "--model.lr", "0.01", "--model.bag_lr", "0.05", "--trainer.max_epochs", "6",
+           "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.fixture(scope="session")
+def bagged(tmp_path_factory):
+    """A tiny fit with a bag of 1-2 grams on reviews whose verdict lies beyond the recurrent network's 16 tokens."""
+    root = tmp_path_factory.mktemp("bagged")
+    train = write_csv(root / "train.csv", make_buried_reviews(400))
+    test = write_csv(root / "test.csv", make_buried_reviews(80, seed=5))
+    assert run_cli("fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.bag_ngrams", "2",
+                   "--data.data_dir", str(root / "data"), "--trainer.default_root_dir", str(root), *BAG_FIT) == 0
+    return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt",
+            "train": train, "test": test}
+
+
+def _events_acc(root: Path) -> float:
+    """The last val/acc a fit under ``root`` logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(root / "lightning_logs" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    return events.Scalars("val/acc")[-1].value
