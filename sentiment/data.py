@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
-from sentiment.bag import BAG_VERSION, NgramTable, corpus_hashes, log_count_ratios, pad_bags
+from sentiment.bag import BAG_VERSION, NgramTable, Words, log_count_ratios, pad_bags
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
 from sentiment.labels import LabelReader
@@ -695,12 +695,10 @@ class SentimentDataModule(L.LightningDataModule):
         hp = self.hparams
         if not hp.bag_ngrams:
             return None
-        hashes, counts = corpus_hashes((tokenize_bytes(t) for t in texts), hp.bag_ngrams)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+        words = Words.of(tokenize_bytes(t) for t in texts)
         counted = int(np.count_nonzero(count_mask))  # the training split's first reviews, as for the vocabulary
-        table = NgramTable.build(hashes[: offsets[counted]], hp.bag_min_count, hp.bag_ngrams)
-        flat, counts = table.known(hashes, counts)
-        del hashes
+        table = NgramTable.build(words.first(counted), hp.bag_min_count, hp.bag_ngrams)
+        flat, counts = table.encode(words)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         np.save(folder / "ngrams.npy", table.hashes)
         np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],

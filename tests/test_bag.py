@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import BAG_FIT, FILLER, make_buried_reviews, run_cli, write_csv
 
-from sentiment.bag import NgramTable, log_count_ratios, review_hashes
+from sentiment.bag import NgramTable, Words, log_count_ratios, review_hashes
 from sentiment.data import SentimentDataModule
 from sentiment.model import LinearBag, SentimentNet
 from sentiment.predictor import Predictor
@@ -33,13 +33,30 @@ def test_review_hashes_are_each_reviews_distinct_ngrams_none_across_two_reviews(
 
 
 def test_the_table_keeps_ngrams_of_enough_reviews_and_finds_nothing_else():
-    hashes, _ = review_hashes([[b"good", b"film"], [b"good", b"plot"], [b"bad", b"film"]], 2)
-    table = NgramTable.build(hashes, min_count=2, orders=2)
+    table = NgramTable.build(Words.of([[b"good", b"film"], [b"good", b"plot"], [b"bad", b"film"]]), 2, 2)
     assert len(table) == 2  # "good" and "film": each in two reviews; no bigram is
     ids, counts = table.encode([[b"good", b"film"], [b"unseen", b"words"], [b"film"]])
     assert counts.tolist() == [2, 0, 1]
     good, film = (table.encode([[w]])[0][0] for w in (b"good", b"film"))
     assert sorted(ids[:2].tolist()) == sorted([good, film]) == [1, 2] and ids[2] == film
+
+
+def test_the_fast_table_and_encoding_follow_the_definition_across_chunks():
+    # 2,500 reviews (two of the sorts' chunks of 2,048), some empty, from a small vocabulary: many repeats
+    rng = np.random.default_rng(0)
+    tokens = [[b"w%d" % i for i in rng.integers(0, 40, rng.integers(0, 30))] for _ in range(2500)]
+    hashes, counts = review_hashes(tokens, 3)
+    found, documents = np.unique(hashes, return_counts=True)
+    table = NgramTable.build(Words.of(tokens[:2300]), 3, 3)
+    head, head_documents = np.unique(review_hashes(tokens[:2300], 3)[0], return_counts=True)
+    assert np.array_equal(table.hashes, head[head_documents >= 3]) and 0 < len(table) < len(found)
+    ids, sizes = table.encode(tokens)
+    known = table.lookup(hashes)
+    owner = np.repeat(np.arange(len(tokens)), counts)
+    assert np.array_equal(ids, known[known > 0]) and np.array_equal(sizes, np.bincount(owner[known > 0],
+                                                                                         minlength=len(tokens)))
+    position = np.searchsorted(table.hashes, hashes).clip(max=len(table) - 1)
+    assert np.array_equal(known, np.where(table.hashes[position] == hashes, position + 1, 0))  # a binary search's
 
 
 def test_log_count_ratios_are_nbsvms_for_two_classes():
@@ -61,8 +78,7 @@ def test_log_count_ratios_favour_the_class_that_has_the_ngram_among_three():
 
 
 def test_the_table_round_trips_through_json_and_a_weights_only_checkpoint(tmp_path):
-    hashes, _ = review_hashes([t.split() for t in (b"x y z", b"x y")], 3)
-    table = NgramTable.build(hashes, 1, 3)
+    table = NgramTable.build(Words.of([t.split() for t in (b"x y z", b"x y")]), 1, 3)
     again = NgramTable.from_dict(json.loads(json.dumps(table.to_dict())))
     torch.save({"t": table.to_dict()}, tmp_path / "t.ckpt")
     loaded = NgramTable.from_dict(torch.load(tmp_path / "t.ckpt", weights_only=True)["t"])
@@ -186,3 +202,25 @@ def test_a_bag_model_exports_to_onnx_with_its_bag_input(bagged, tmp_path):
         (probabilities,) = session.run(None, {k: v.numpy() for k, v in encoder.model_inputs(batch).items()})
         np.testing.assert_allclose(probabilities, [list(a["scores"].values()) for a in predictor.predict(batch)],
                                    atol=1e-4)
+
+
+def test_a_three_class_bag_model_learns_and_explains_toward_its_label(tmp_path):
+    from conftest import make_polar_reviews
+
+    rows = make_polar_reviews(450)
+    # the verdict words moved to the middle of 60 words of filler: beyond the network's 16 tokens
+    buried = [(" ".join(["the"] * 25 + [w for w in t.rstrip(".").split() if w.lower() not in FILLER] + ["the"] * 25),
+               y) for t, y in rows]
+    train = write_csv(tmp_path / "train.csv", buried)
+    root = tmp_path / "fit"
+    assert run_cli("fit", "--data.train_file", str(train), "--data.bag_ngrams", "1", "--data.data_dir",
+                   str(tmp_path / "data"), "--trainer.default_root_dir", str(root), *BAG_FIT) == 0
+    from conftest import _events_acc
+
+    assert _events_acc(root) > 0.9
+    predictor = Predictor.from_checkpoint(root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt")
+    assert predictor.net.linear_bag.scale.shape[1] == 3  # a column of log-count ratios per class
+    out = predictor.explain(" ".join(["the"] * 25 + ["mediocre", "average"] + ["the"] * 25))
+    assert out["label"] == "neutral" and out["method"] == "ngrams"
+    weights = {w["word"]: w["weight"] for w in out["words"]}
+    assert weights["mediocre"] > 0 and weights["average"] > 0
