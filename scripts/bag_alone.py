@@ -22,12 +22,12 @@ from sentiment.model import classification_loss
 
 
 def main(argv: list[str]) -> None:
-    cli = build_cli(["fit", *argv], run=False)
+    cli = build_cli(argv, run=False)
     model, dm, hp = cli.model, cli.datamodule, cli.model.hparams
     bag = model.net.linear_bag
     if bag is None:
         raise SystemExit("the recipe has no bag: set --data.bag_ngrams")
-    seed_everything(cli.config.fit.seed_everything, workers=True)
+    seed_everything(cli.config.seed_everything, workers=True)
     dm.setup("fit")
     with torch.no_grad():
         bag.scale.copy_(torch.from_numpy(dm.bag_ratios))
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     lr = hp.lr if hp.bag_lr is None else hp.bag_lr
     optimizer = torch.optim.AdamW([{"params": bag.weight.parameters(), "weight_decay": hp.bag_weight_decay},
                                    {"params": [bias], "weight_decay": 0.0}], lr=lr)
-    epochs = cli.config.fit.trainer.max_epochs
+    epochs = cli.config.trainer.max_epochs
     loader = dm.train_dataloader()
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader),
                                                    pct_start=hp.warmup_ratio)

@@ -29,7 +29,7 @@ def logits_of(predictor: Predictor, texts: list[str]) -> torch.Tensor:
     out = []
     with predictor.running():
         for i in range(0, len(texts), predictor.batch_size):
-            out.append(predictor.net(*predictor.encoder.encode_batch(texts[i: i + predictor.batch_size])).float())
+            out.append(predictor.net(**predictor.encoder.model_inputs(texts[i: i + predictor.batch_size])).float())
     return torch.cat(out)
 
 

@@ -322,10 +322,11 @@ class SentimentClassifier(L.LightningModule):
         # fused: one pass over the parameters, 6x faster steps on CPU; a float16 gradient scaler needs the plain one
         fused = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None
         groups = [{"params": [p for name, p in self.named_parameters() if not name.startswith("net.linear_bag.")],
-                   "lr": hp.lr, "weight_decay": hp.weight_decay}]
+                   "lr": hp.lr, "weight_decay": hp.weight_decay, "name": "lr"}]
         if self.net.linear_bag is not None:
             groups.append({"params": list(self.net.linear_bag.parameters()),
-                           "lr": hp.lr if hp.bag_lr is None else hp.bag_lr, "weight_decay": hp.bag_weight_decay})
+                           "lr": hp.lr if hp.bag_lr is None else hp.bag_lr, "weight_decay": hp.bag_weight_decay,
+                           "name": "bag_lr"})
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         if hp.lr_schedule == "constant":  # a scheduler all the same: it names the logged `train/lr`
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
@@ -344,7 +345,8 @@ class SentimentClassifier(L.LightningModule):
 
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+                # logged as train/lr (and train/bag_lr): the scheduler's name, then each group's
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train"}}
 
     # --- the text encoder travels with the weights -----------------------------------------------------
 

@@ -43,7 +43,7 @@ CKPT_DATA_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file", "label_column", "te
 AGREEING_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
 # `sentiment fit` alone, and any config, runs it unless told otherwise
-RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 5, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
+RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 3, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
 # Trainer settings that do not change what a fit learns: left out of the key of a cached --self_training teacher
 # (callbacks too: the teacher trains with its own checkpoint only)
 UNLEARNT_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar", "enable_model_summary",

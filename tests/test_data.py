@@ -28,7 +28,7 @@ def test_imdb_splits_and_batches(imdb_dir):
     dm.setup("test")
     assert (len(dm.dataset("train")), len(dm.dataset("val")), len(dm.dataset("test"))) == (180, 20, 100)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "lengths", "labels"}
+    assert set(batch) == {"input_ids", "lengths", "labels", "bag_ids"}  # the bag of n-grams: by default
     assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.long
     assert batch["input_ids"].shape[0] == 16 and batch["input_ids"].shape[1] <= 32
     assert dm.vocab_size == len(dm.vocab) and dm.pad_id == 0

@@ -172,9 +172,8 @@ def test_a_binary_checkpoint_written_before_label_sets_predicts_as_it_did(traine
     torch.save(checkpoint, tmp_path / "old.ckpt")
     old = Predictor.from_checkpoint(tmp_path / "old.ckpt", bfloat16=False)
     texts = ["brilliant superb fun", "awful dull waste", "the plot", ""]
-    input_ids, lengths = old.encoder.encode_batch(texts)
-    with torch.no_grad():
-        positive = torch.sigmoid(old.net(input_ids, lengths)).tolist()  # what the old code answered as `score`
+    with torch.no_grad():  # what the old code answered as `score`
+        positive = torch.sigmoid(old.net(**old.encoder.model_inputs(texts))).tolist()
     answers = old.predict(texts)
     assert old.labels == ("negative", "positive") and old.temperature == 1.0
     assert [a["scores"]["positive"] for a in answers] == pytest.approx(positive, abs=1e-6)
@@ -249,6 +248,5 @@ def test_a_three_class_model_exports_to_onnx_with_a_column_per_class(three, tmp_
     assert json.loads(session.get_modelmeta().custom_metadata_map["labels"]) == ["negative", "neutral", "positive"]
     predictor = Predictor.from_checkpoint(three["best"], bfloat16=False)
     texts = ["okay average film", "awful", "brilliant superb fun and a moving story"]
-    input_ids, lengths = predictor.encoder.encode_batch(texts)
-    (probs,) = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
+    (probs,) = session.run(None, {k: v.numpy() for k, v in predictor.encoder.model_inputs(texts).items()})
     np.testing.assert_allclose(probs, [list(a["scores"].values()) for a in predictor.predict(texts)], atol=1e-4)

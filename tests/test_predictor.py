@@ -67,10 +67,10 @@ def test_the_predictor_reads_the_weights_lightning_would_load(trained, tmp_path)
     torch.save(checkpoint, tmp_path / "calibrated.ckpt")
     predictor = Predictor.from_checkpoint(tmp_path / "calibrated.ckpt", bfloat16=False)
     model = SentimentClassifier.load_from_checkpoint(tmp_path / "calibrated.ckpt", map_location="cpu").eval()
-    input_ids, lengths = predictor.encoder.encode_batch(REVIEWS)
+    inputs = predictor.encoder.model_inputs(REVIEWS)
     assert model.temperature == predictor.temperature == 2.5
     with torch.no_grad():
-        expected = torch.sigmoid(model.net(input_ids, lengths) / model.temperature)
+        expected = torch.sigmoid(model.net(**inputs) / model.temperature)
     answers = predictor.predict(REVIEWS)
     got = [a["scores"]["positive"] for a in answers]
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
@@ -131,8 +131,7 @@ def test_the_onnx_export_runs_in_onnxruntime_to_the_same_scores(trained, tmp_pat
     assert encoder == predictor.encoder and labels == ["negative", "positive"]
     assert (json.loads(meta["max_length"]), json.loads(meta["truncation"])) == (128, "head_tail")
     for batch in (REVIEWS, REVIEWS[3:4], REVIEWS * 7):  # other batch sizes and lengths than the export's example
-        input_ids, lengths = encoder.encode_batch(batch)
-        (probabilities,) = session.run(None, {"input_ids": input_ids.numpy(), "lengths": lengths.numpy()})
+        (probabilities,) = session.run(None, {k: v.numpy() for k, v in encoder.model_inputs(batch).items()})
         expected = [list(a["scores"].values()) for a in predictor.predict(batch)]
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)

@@ -38,6 +38,6 @@ def test_the_onnx_example_runs_as_written(trained, tmp_path):
     example = _block("### Any ONNX runtime", "python")
     printed = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                              check=True).stdout
-    texts = ast.literal_eval(re.search(r"encode_batch\((\[.*?\])\)", example).group(1))
+    texts = ast.literal_eval(re.search(r"model_inputs\((\[.*?\])\)", example).group(1))
     # the tiny test model is not the README's IMDb model: the labels printed are the ones it gives
     assert printed == f"{[a['label'] for a in Predictor.from_checkpoint(trained['best']).predict(texts)]}\n"

@@ -53,10 +53,12 @@ class PlainLoop(Timed):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16-mixed"):
                 if self.adversarial and self.steps % self.adversarial_every == 0:
                     loss, adversarial_loss, _ = adversarial_losses(self.net, batch["input_ids"], batch["lengths"],
-                                                                   batch["labels"], self.adversarial)
+                                                                   batch["labels"], self.adversarial,
+                                                                   bag_ids=batch.get("bag_ids"))
                     loss = loss + adversarial_loss
                 else:  # the loss in float32 under autocast too, as in SentimentClassifier
-                    loss = classification_loss(self.net(batch["input_ids"], batch["lengths"]).float(), batch["labels"])
+                    logits = self.net(*(batch[k] for k in ("input_ids", "lengths", "bag_ids") if k in batch))
+                    loss = classification_loss(logits.float(), batch["labels"])
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
