@@ -136,7 +136,8 @@ def build_server(predictor: Predictor, checkpoint_name: str, max_texts: int, max
 
     info = {"labels": list(predictor.labels), "max_length": predictor.encoder.max_length,
             "truncation": predictor.encoder.truncation,
-            "parameters": sum(p.numel() for p in predictor.net.parameters()), "checkpoint": checkpoint_name}
+            "parameters": sum(p.numel() for p in predictor.net.parameters()), "checkpoint": checkpoint_name,
+            "ngrams": len(predictor.encoder.ngrams) if predictor.encoder.ngrams is not None else 0}
     page = PAGE.read_text(encoding="utf-8")
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/", "/info")]  # LitServe's
     app.add_api_route("/info", lambda: info, methods=["GET"])

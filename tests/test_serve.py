@@ -1,5 +1,6 @@
 """`sentiment serve` in a subprocess on a free loopback port: every endpoint, every error, and the page in Chromium."""
 
+import base64
 import contextlib
 import http.client
 import json
@@ -115,10 +116,13 @@ def test_explain_weighs_every_word_read(server):
     status, body = server.predict({"texts": ["the plot was awful and dull"], "explain": True})
     answer = body["predictions"][0]
     assert status == 200 and answer["label"] == "negative"
-    assert answer["method"] == "occlusion"  # the test model pools with mean_max, not attention
-    assert [w["word"] for w in answer["words"]] == ["the", "plot", "was", "awful", "and", "dull"]
+    # the bag of n-grams weighs every word; the recurrent part's own weights are occlusion scores (mean_max pooling)
+    assert answer["method"] == "ngrams" and answer["read"]["method"] == "occlusion"
+    for words in (answer["words"], answer["read"]["words"]):
+        assert [w["word"] for w in words] == ["the", "plot", "was", "awful", "and", "dull"]
+    assert sum(w["weight"] for w in answer["words"]) == pytest.approx(answer["bag_logit"], abs=1e-4)
     weights = {w["word"]: w["weight"] for w in answer["words"]}
-    assert weights["awful"] > 0 and weights["awful"] > weights["the"]  # hiding "awful" makes "negative" less likely
+    assert weights["awful"] > 0 and weights["awful"] > weights["the"]  # the bag's "awful" speaks for "negative"
 
 
 def test_concurrent_requests_are_batched_yet_each_gets_its_own_answers(server):
@@ -196,10 +200,13 @@ def test_a_stop_signal_ends_the_server_and_every_process_it_started(trained, sig
 def test_info_describes_the_model(server, trained):
     status, content_type, body = server.request("GET", "/info")
     assert status == 200 and content_type == "application/json"
-    weights = torch.load(trained["best"], weights_only=True)["state_dict"]
+    checkpoint = torch.load(trained["best"], weights_only=True)
+    weights, ngrams = checkpoint["state_dict"], checkpoint["text_encoder"]["ngrams"]
     assert json.loads(body) == {
         "labels": ["negative", "positive"], "max_length": 128, "truncation": "head_tail", "checkpoint": "best.ckpt",
-        "parameters": sum(w.numel() for k, w in weights.items() if k.startswith("net."))}
+        # the bag's log-count ratios are data, not parameters
+        "parameters": sum(w.numel() for k, w in weights.items() if k.startswith("net.") and not k.endswith(".scale")),
+        "ngrams": len(base64.b64decode(ngrams["hashes"])) // 8}
 
 
 def test_an_api_key_guards_predict_and_info_but_not_health_or_the_page(keyed):

@@ -96,6 +96,6 @@ def bench_cold_fit(archive: Path, texts: list[str], labels: np.ndarray, report: 
     accuracy = "" if cold.accuracy is None else f", val/acc {100 * cold.accuracy:.2f}% (its best.ckpt)"
     report.add("cold `sentiment fit --config configs/imdb.yaml`, the whole command (a data_dir holding only the "
                "archive)", f"{fit:,.0f} s", "<= 3.0x one original epoch",
-               f"{fit / epoch:.2f}x one original epoch{accuracy}")
+               f"{fit / epoch:.2f}x one original epoch{accuracy}, peak memory {cold.peak_mb:,.0f} MB")
     report.add(f"  one epoch of the original recipe as it ran ({len(texts):,} reviews, batch {batch}, its own "
                "process; training steps only)", f"{epoch:,.1f} s", "", "the reference")
