@@ -231,8 +231,8 @@ class SentimentClassifier(L.LightningModule):
         self.test_metrics.reset()
 
     def setup(self, stage: str) -> None:
-        precision = str(self.trainer.precision)
-        if precision.startswith("bf16") and not cpu.native_bfloat16():  # `sentiment` itself falls back to 32-true
+        precision = self.trainer.precision
+        if cpu.bfloat16_precision(precision) and not cpu.native_bfloat16():  # `sentiment` falls back to 32-true
             raise DataError(f"precision {precision}: {cpu.NO_BFLOAT16}; use precision='32-true'")
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage != "predict" and datamodule is not None and hasattr(datamodule, "text_encoder"):
@@ -376,7 +376,7 @@ class SentimentClassifier(L.LightningModule):
 
     def on_predict_start(self) -> None:
         # the Trainer's precision; the predictor's worker threads set it themselves (autocast is per thread)
-        self._predicting = self.predictor(bfloat16=self.trainer.precision.startswith("bf16"))
+        self._predicting = self.predictor(bfloat16=cpu.bfloat16_precision(self.trainer.precision))
         self.net.keep_inference_casts()  # the weights stay fixed while predicting
 
     def on_predict_end(self) -> None:

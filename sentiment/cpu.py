@@ -74,9 +74,14 @@ def usable_bfloat16(asked: bool, what: str = "bfloat16") -> bool:
     return asked
 
 
+def bfloat16_precision(precision: str | int | None) -> bool:
+    """Whether a Trainer precision computes in bfloat16 (``bf16-mixed``, ``bf16-true``)."""
+    return str(precision).startswith("bf16")
+
+
 def usable_precision(precision: str | int | None, what: str = "--trainer.precision") -> str | int | None:
-    """A Trainer precision this CPU can train and predict in: a bfloat16 one (``bf16-mixed``, ``bf16-true``)
-    becomes ``32-true`` where ``usable_bfloat16`` says no."""
-    if str(precision).startswith("bf16") and not usable_bfloat16(True, f"{what} {precision}"):
+    """A Trainer precision this CPU can train and predict in: a bfloat16 one becomes ``32-true`` where
+    ``usable_bfloat16`` says no."""
+    if bfloat16_precision(precision) and not usable_bfloat16(True, f"{what} {precision}"):
         return "32-true"
     return precision

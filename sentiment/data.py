@@ -465,11 +465,11 @@ class SentimentDataModule(L.LightningDataModule):
             if split not in meta["splits"]:
                 raise DataError(self._missing_split_message(split))
             if split not in self._splits:
-                parts = (np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("ids", "lengths", "labels"))
-                bags = None
-                if self.hparams.bag_ngrams:
-                    bags = tuple(np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in ("bag", "bag_counts"))
-                self._splits[split] = EncodedReviews(*parts, bags=bags)
+                def load(*parts: str) -> tuple[np.ndarray, ...]:
+                    return tuple(np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in parts)
+
+                bags = load("bag", "bag_counts") if self.hparams.bag_ngrams else None
+                self._splits[split] = EncodedReviews(*load("ids", "lengths", "labels"), bags=bags)
 
     def train_dataloader(self) -> DataLoader:
         # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
@@ -676,7 +676,7 @@ class SentimentDataModule(L.LightningDataModule):
             np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
             np.save(folder / f"{split}.labels.npy", classes[split].astype(np.int16))
             if bags is not None:
-                flat, counts, offsets = bags
+                flat, counts, offsets, _ = bags
                 np.save(folder / f"{split}.bag.npy", flat[offsets[start]:offsets[stop]])
                 np.save(folder / f"{split}.bag_counts.npy", counts[start:stop])
             start = stop
@@ -684,14 +684,14 @@ class SentimentDataModule(L.LightningDataModule):
                 "labels": list(reader.labels),
                 "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
         if bags is not None:
-            meta["bag_size"] = int(np.load(folder / "ngrams.npy").size)
+            meta["bag_size"] = bags[3]
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
-
     def _encode_bags(self, texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
-                     folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts and offsets; the table of
-        the n-grams of the counted training reviews and their log-count ratios are written into ``folder``."""
+                     folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts, offsets, and the size of the
+        table of the n-grams of the counted training reviews, which is written into ``folder`` with their
+        log-count ratios."""
         hp = self.hparams
         if not hp.bag_ngrams:
             return None
@@ -703,7 +703,7 @@ class SentimentDataModule(L.LightningDataModule):
         np.save(folder / "ngrams.npy", table.hashes)
         np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
                                                               counted_classes, len(table), num_classes))
-        return flat, counts, offsets
+        return flat, counts, offsets, len(table)
 
 
 def settings_digest(settings: dict) -> str:

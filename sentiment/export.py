@@ -26,8 +26,9 @@ from sentiment.io import atomic_open
 from sentiment.predictor import Predictor
 
 OPSET = 17
-INPUTS, OUTPUT = ("input_ids", "lengths", "bag_ids"), "probabilities"  # bag_ids: a model with a bag only
+# The inputs in order (bag_ids: a model with a bag only), each with its free axes
 FREE_AXES = {"input_ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, "bag_ids": {0: "batch", 1: "ngrams"}}
+INPUTS, OUTPUT = tuple(FREE_AXES), "probabilities"
 
 
 class _Probabilities(torch.nn.Module):

@@ -251,8 +251,10 @@ class TextEncoder:
     ngrams: NgramTable | None = None
 
     def encode_ids(self, text: str) -> list[int]:
-        return list(map(self.vocab.bytes_stoi.get, _tokenize_bytes(text, self.max_length, self.truncation),
-                        repeat(UNK_ID)))
+        return self._ids(_tokenize_bytes(text, self.max_length, self.truncation))
+
+    def _ids(self, tokens: Iterable[bytes]) -> list[int]:
+        return list(map(self.vocab.bytes_stoi.get, tokens, repeat(UNK_ID)))
 
     def encode_words(self, text: str) -> tuple[list[str], list[int]]:
         """The tokens the model reads (after truncation) and their ids: what an explanation shows."""
@@ -261,11 +263,7 @@ class TextEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` (B x T, T = longest in batch, at least 1) and ``lengths`` (B)."""
-        rows = [self.encode_ids(t) for t in texts]
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-        width = max(1, int(lengths.max())) if rows else 1
-        return torch.from_numpy(pad_rows(flat, lengths, width)), torch.from_numpy(lengths)
+        return _padded([self.encode_ids(t) for t in texts])
 
     def model_inputs(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """What the network reads of a batch, named as in training batches: ``input_ids`` and ``lengths``
@@ -275,13 +273,8 @@ class TextEncoder:
             input_ids, lengths = self.encode_batch(texts)
             return {"input_ids": input_ids, "lengths": lengths}
         tokens = [_tokenize_bytes(t) for t in texts]  # every token once: the bag reads them all
-        stoi = self.vocab.bytes_stoi
-        rows = [list(map(stoi.get, truncate(t, self.max_length, self.truncation), repeat(UNK_ID))) for t in tokens]
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-        width = max(1, int(lengths.max())) if rows else 1
-        return {"input_ids": torch.from_numpy(pad_rows(flat, lengths, width)), "lengths": torch.from_numpy(lengths),
-                "bag_ids": pad_bags(*self.ngrams.encode(tokens))}
+        input_ids, lengths = _padded([self._ids(truncate(t, self.max_length, self.truncation)) for t in tokens])
+        return {"input_ids": input_ids, "lengths": lengths, "bag_ids": pad_bags(*self.ngrams.encode(tokens))}
 
     def to_dict(self) -> dict:
         tokens = self.vocab.itos
@@ -303,6 +296,14 @@ class TextEncoder:
         ngrams = NgramTable.from_dict(d["ngrams"]) if d.get("ngrams") is not None else None
         return cls(Vocab(tokens.split("\n") if isinstance(tokens, str) else tokens), int(d["max_length"]),
                    d["truncation"], ngrams)
+
+
+def _padded(rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids as right-padded ``input_ids`` (B x T, T = the longest row, at least 1) and ``lengths`` (B)."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    width = max(1, int(lengths.max())) if rows else 1
+    return torch.from_numpy(pad_rows(flat, lengths, width)), torch.from_numpy(lengths)
 
 
 # --- whole-corpus encoding on several processes --------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BAG_FIT, FILLER, make_buried_reviews, run_cli, write_csv
+from conftest import BAG_FIT, FILLER, NEGATIVE, POSITIVE, make_buried_reviews, run_cli, write_csv
 
 from sentiment.bag import NgramTable, Words, log_count_ratios, review_hashes
 from sentiment.data import SentimentDataModule
@@ -121,8 +121,11 @@ def test_a_batch_carries_every_ngram_of_each_whole_review(tmp_path):
     bags = batch["bag_ids"]
     assert (bags > 0).sum(1).tolist() == expected_counts.tolist()
     assert bags[bags > 0].tolist() == expected_ids.tolist()
-    verdicts = [w for t in val for w in t.split() if w in {"great", "awful", "superb", "dull", "bad", "fun"}]
-    assert verdicts  # the verdicts in the middle of these reviews are in their bags, not in their 16 tokens
+    buried = [w for t in val for w in t.split() if w in POSITIVE + NEGATIVE]
+    assert len(buried) == 8  # one in the middle of each review, none in its 16 tokens
+    assert not set(dm.vocab.encode(buried)) & set(batch["input_ids"].flatten().tolist())
+    verdicts = [w for w in buried if w in {"great", "awful", "superb", "dull", "bad", "fun"}]
+    assert verdicts  # these are in the table: in their reviews' bags
     words = set(dm.ngrams.lookup(review_hashes([[w.encode()] for w in verdicts], 1)[0]).tolist())
     assert 0 not in words and words <= set(bags.flatten().tolist())
 

@@ -99,26 +99,26 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu} ({cpu_kind()}), {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+    return (f"{cpu} ({cpu_kind(cpuinfo)}), {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
             f"lightning {L.__version__}, {torch.get_num_threads()} torch threads")
 
 
-def cpu_kind() -> str:
+def cpu_kind(cpuinfo: str) -> str:
     """Which kind of CPU PyTorch computes on: with native bfloat16 or without (AVX2 only), and whether that is
-    emulated (a bfloat16 CPU limited to AVX2 by PyTorch's environment variables)."""
+    emulated (a bfloat16 CPU, by ``cpuinfo``'s flags, limited to AVX2 by PyTorch's environment variables)."""
     from sentiment.cli import default_precision
     from sentiment.cpu import native_bfloat16
 
     kind = "native bfloat16" if native_bfloat16() else "no bfloat16"
-    limited = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2")
-    emulated = limited and "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    emulated = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2") and "avx512_bf16" in cpuinfo
     return (f"{kind}, {torch.backends.cpu.get_cpu_capability()}{', emulated AVX2-only' if emulated else ''}: "
             f"{default_precision()}")
 
