@@ -14,6 +14,7 @@ _HOMES = {
     "SentimentDataModule": "sentiment.data",
     "DataError": "sentiment.errors",
     "Predictor": "sentiment.predictor",
+    "self_train": "sentiment.selftrain",
     "SentimentNet": "sentiment.model",
     "TextEncoder": "sentiment.text",
     "Vocab": "sentiment.text",

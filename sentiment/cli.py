@@ -11,28 +11,24 @@ import importlib
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.seed import isolate_rng
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
 from sentiment.checkpoint import read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
-from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule, settings_digest
+from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
 from sentiment.errors import DataError
+from sentiment.selftrain import check_self_training, self_train
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 # Subcommands that work from a checkpoint alone, without a Trainer: their module and function
@@ -44,10 +40,6 @@ AGREEING_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
 # `sentiment fit` alone, and any config, runs it unless told otherwise
 RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 3, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
-# Trainer settings that do not change what a fit learns: left out of the key of a cached --self_training teacher
-# (callbacks too: the teacher trains with its own checkpoint only)
-UNLEARNT_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar", "enable_model_summary",
-                         "log_every_n_steps", "num_sanity_val_steps", "profiler", "enable_checkpointing", "barebones")
 
 
 def _quiet_lightning() -> None:
@@ -233,54 +225,15 @@ class SentimentCLI(LightningCLI):
             # say so before any work is done, not when the first checkpoint or cache file is written
             check_writable(Path(trainer.default_root_dir or os.getcwd()), "logs and checkpoints")
             check_writable(Path(config.data.data_dir), "the data cache")
-        if self.subcommand == "fit" and config.self_training:
-            config.data.pseudo_labels = str(self._teacher(config))
-            # LightningCLI records the hyperparameters from a dump of the config made once, at the first class it
-            # instantiates (the teacher's): made again, it holds the teacher, as the fit's data module does
-            self.__dict__.pop("config_dump", None)
+        if self.subcommand == "fit" and config.self_training:  # before any work: what it cannot do
+            check_self_training(config.data.pseudo_labels, config.trainer)
 
-    def _teacher(self, config: Namespace) -> Path:
-        """The ``--self_training`` teacher's checkpoint: the model, data and Trainer settings of this fit, without
-        the unlabelled reviews, fitted once and cached in its data's cache folder under a key of those settings.
-        It trains as ``sentiment fit`` would with the same seed, and leaves the random state as it found it, so
-        that the fit that follows is the same whether the teacher was trained or found."""
-        if config.trainer.num_nodes != 1 or str(config.trainer.devices) not in ("auto", "1"):
-            raise DataError("--self_training trains its teacher in this process first: run it with one device "
-                            "on one node, or pass its checkpoint to a distributed fit as --data.pseudo_labels")
-        # the teacher's data has no pseudo labels; LightningCLI records the hyperparameters of the classes it builds
-        # from a dump of the fit's own config, so that is where they go
-        given, config.data.pseudo_labels = config.data.pseudo_labels, None
-        with isolate_rng():
-            if config.seed_everything is not False:
-                seed_everything(config.seed_everything, workers=True)
-            init = self._parser("fit").instantiate_classes(config.clone())  # the teacher's data encoded, its vectors
-            data, model = init.data, init.model
-            trainer_settings = {k: v for k, v in init.trainer.items() if k not in UNLEARNT_TRAINER_KEYS}
-            recipe = {"model": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
-                      "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
-                      "trainer": trainer_settings, "seed": config.seed_everything}
-            path = data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"  # keyed like the cache it lives in
-            if given and Path(given) != path:  # the config.yaml a self-training fit saved names its teacher
-                raise DataError(f"--data.pseudo_labels {given} is not the teacher of this recipe, "
-                                "which --self_training trains itself: leave out --data.pseudo_labels (or "
-                                "--self_training, to learn from the model given there)")
-            if path.is_file():
-                return path
-            rank_zero_info(f"Self-training: first a teacher on the labelled reviews alone, cached as {path}")
-            folder = Path(tempfile.mkdtemp(prefix=".teacher-", dir=path.parent))
-            try:
-                best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max",
-                                       enable_version_counter=False)
-                trainer = self.trainer_class(**trainer_settings, logger=False, callbacks=[best],
-                                             default_root_dir=folder, enable_model_summary=False,
-                                             enable_progress_bar=init.trainer.enable_progress_bar)
-                trainer.fit(model, datamodule=data)
-                if not best.best_model_path:  # a run too short to validate (fast_dev_run) saves no best
-                    trainer.save_checkpoint(folder / "best.ckpt")
-                os.replace(folder / "best.ckpt", path)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-        return path
+    def before_fit(self) -> None:
+        """With ``--self_training``, the teacher first (``sentiment.selftrain``): the student learns from the data
+        it labels."""
+        config = self.config.fit
+        if config.self_training:
+            self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything)
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,4 +1,10 @@
-"""``SentimentDataModule``: reviews -> cached token ids -> padded batches."""
+"""``SentimentDataModule``: reviews -> cached token ids -> padded batches.
+
+It reads top to bottom as the data flows: the sources (IMDb, or your files), the cache they are encoded into once
+(vocabulary, token ids, the bag's n-grams, word vectors), the splits, and the loaders. Two parts live in modules of
+their own: the reviews a model labelled (``sentiment.pseudo_labels``) and word vectors (``sentiment.vectors``);
+batches and their order are ``sentiment.batches``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,13 +21,20 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities.seed import isolate_rng
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader
 
-from sentiment.bag import BAG_VERSION, NgramTable, Words, log_count_ratios, pad_bags
+from sentiment.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
+from sentiment.batches import (
+    DistributedEpochShuffle,
+    EncodedReviews,
+    EpochShuffle,
+    ResumableLoader,
+    UnlabelledReviews,
+    as_batch,
+)
 from sentiment.errors import DataError
-from sentiment.io import atomic_open
 from sentiment.labels import LabelReader
-from sentiment.predictor import Predictor
+from sentiment.pseudo_labels import confidently_labelled
 from sentiment.sources import (
     IMDB_ARCHIVE,
     IMDB_SHA256,
@@ -30,14 +42,13 @@ from sentiment.sources import (
     Reviews,
     download,
     find_imdb,
-    iter_unlabelled,
     read_imdb,
     read_imdb_unlabelled,
     read_labelled,
     source_signature,
 )
 from sentiment.text import TOKENIZER_VERSION, TextEncoder, Truncation, Vocab, encode_corpus, kept_ends, tokenize_bytes
-from sentiment.vectors import train_vectors, vectors_file
+from sentiment.vectors import cache_vectors, cached_vectors
 
 CACHE_VERSION = 3  # 3: labels are class indices of a label set named in meta.json
 CACHE_FOLDER = ".sentiment_cache"
@@ -53,168 +64,6 @@ BEFORE_SETTING = {"val_by_movie": False, "bag_ngrams": 0}
 # The settings that decide the classes: which label the reviews carry, and the label set with its order
 LABEL_KEYS = ("target", "labels")
 Target = Literal["label", "rating"]
-
-
-class EncodedReviews(Dataset):
-    """Encoded reviews as arrays (memory-mapped from the cache); indexing a list of rows gives a batch.
-
-    Args:
-        ids: N x max_length token ids, right-padded with 0.
-        lengths: N real lengths.
-        labels: N labels (1 = positive), or None.
-        bags: each review's n-gram ids (``sentiment.bag``), end to end, and how many each has; or None.
-    """
-
-    def __init__(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray | None = None,
-                 bags: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        self.ids, self.lengths, self.labels = ids, lengths, labels
-        self.bags = None
-        if bags is not None:
-            flat, counts = bags
-            self.bags = flat, np.asarray(counts, dtype=np.int64), np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """A whole batch at once, padded only to its longest review (DataLoader calls this directly)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        lengths = self.lengths[idx]
-        width = max(1, int(lengths.max())) if len(idx) else 1
-        batch = {
-            "input_ids": torch.from_numpy(np.ascontiguousarray(self.ids[idx, :width], dtype=np.int64)),
-            "lengths": torch.from_numpy(lengths.astype(np.int64)),
-        }
-        if self.labels is not None:
-            batch["labels"] = torch.from_numpy(self.labels[idx].astype(np.int64))
-        if self.bags is not None:
-            flat, counts, starts = self.bags
-            sizes = counts[idx]
-            # the rows' ids, gathered in one indexing: each row's start, then one step per id
-            at = np.repeat(starts[idx] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-            batch["bag_ids"] = pad_bags(np.asarray(flat[at], dtype=np.int64), sizes)
-        return batch
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
-
-
-def _as_batch(batch):
-    """``EncodedReviews`` already returns whole batches."""
-    return batch
-
-
-class EpochShuffle(RandomSampler):
-    """A random order of the rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``).
-
-    Nothing else draws from it, so a run resumed from a checkpoint sees the same batches in the same order
-    as a run that was never stopped. An epoch is at least ``min_rows`` rows: a smaller training split is
-    passed over several whole times, each pass in its own order. Under DDP, ``DistributedEpochShuffle``
-    deals the same order out to the processes.
-    """
-
-    def __init__(self, data_source: Dataset, seed: int, min_rows: int = 0) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch = seed, 0
-        self.passes = max(1, -(-min_rows // max(1, len(data_source))))
-
-    def __len__(self) -> int:
-        return len(self.data_source) * self.passes
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        n = len(self.data_source)
-        return iter(torch.cat([torch.randperm(n, generator=generator) for _ in range(self.passes)]).tolist())
-
-
-class DistributedEpochShuffle(DistributedSampler):
-    """``EpochShuffle``'s order, passes included, dealt out to ``num_replicas`` processes: this one takes every
-    ``num_replicas``-th row from its ``rank`` on (the order padded with its own start to an equal share).
-
-    Being a ``DistributedSampler``, Lightning keeps it instead of swapping in its own, which would know
-    nothing of ``min_rows``.
-    """
-
-    def __init__(self, data_source: Dataset, seed: int, min_rows: int, num_replicas: int, rank: int) -> None:
-        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.order = EpochShuffle(data_source, seed, min_rows)
-        self.num_samples = -(-len(self.order) // num_replicas)
-        self.total_size = self.num_samples * num_replicas
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.order.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        rows = list(self.order)
-        rows += rows[: self.total_size - len(rows)]
-        return iter(rows[self.rank : self.total_size : self.num_replicas])
-
-
-class ResumableLoader(DataLoader):
-    """A ``DataLoader`` whose position within an epoch Lightning saves in checkpoints and restores.
-
-    It counts the batches it hands out; after ``load_state_dict`` its next pass skips the ones already
-    trained on. With a sampler whose order depends only on the epoch (``EpochShuffle``, Lightning's
-    ``DistributedSampler``), a run killed mid-epoch continues exactly where it stopped.
-    """
-
-    _batches = 0
-    _skip = 0
-
-    def __iter__(self) -> Iterator:
-        self._batches, skip, self._skip = 0, self._skip, 0
-        return self._counted(super().__iter__(), skip)
-
-    def _counted(self, batches: Iterator, skip: int) -> Iterator:
-        for batch in batches:
-            self._batches += 1
-            if self._batches > skip:
-                yield batch
-
-    @property
-    def _order(self) -> EpochShuffle | None:
-        """The sampler's own order, under DDP too (None for another sampler)."""
-        order = getattr(self.sampler, "order", self.sampler)  # DistributedEpochShuffle deals out its ``order``
-        return order if isinstance(order, EpochShuffle) else None
-
-    def state_dict(self) -> dict[str, int]:
-        state = {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
-        if self._order is not None:
-            state["seed"] = self._order.seed
-        return state
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, self._skip = state["epoch"], state["batches"]
-        if self._skip >= len(self):  # saved at the end of an epoch: the next one starts afresh
-            epoch, self._skip = epoch + 1, 0
-        if "seed" in state and self._order is not None:
-            self._order.seed = state["seed"]
-        if hasattr(self.sampler, "set_epoch"):  # Lightning sets it only after this pass has begun
-            self.sampler.set_epoch(epoch)
-
-
-class UnlabelledReviews(IterableDataset):
-    """Streams raw reviews from a file in batches of ``batch_size``: ``text``, ``index`` (row, 0-based), ``id``.
-
-    The texts stay raw: the model encodes them with the vocabulary it was trained with.
-    """
-
-    def __init__(self, path: str | Path, batch_size: int, text_column: str = "text", id_column: str = "id") -> None:
-        self.path, self.batch_size = Path(path), batch_size
-        self.text_column, self.id_column = text_column, id_column
-
-    def __iter__(self) -> Iterator[dict]:
-        start = 0
-        for texts, ids in iter_unlabelled(self.path, self.text_column, self.id_column, self.batch_size):
-            batch = {"text": texts, "index": torch.arange(start, start + len(texts))}
-            if ids is not None:
-                batch["id"] = [str(i) for i in ids]
-            start += len(texts)
-            yield batch
 
 
 class SentimentDataModule(L.LightningDataModule):
@@ -261,7 +110,8 @@ class SentimentDataModule(L.LightningDataModule):
         pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same
             data) that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join
             the training split with its labels (never validation or test). Labelled once, cached with the
-            encoded data. ``sentiment fit --self_training true`` trains that model itself, with the fit's recipe.
+            encoded data. ``sentiment fit --self_training true`` (``sentiment.selftrain``) trains that model itself,
+            with the fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
         batch_size: reviews per training, validation and test batch.
         min_epoch_size: an epoch trains on at least this many reviews: a smaller training split is read several
@@ -330,7 +180,7 @@ class SentimentDataModule(L.LightningDataModule):
         self._train_loader: ResumableLoader | None = None
         self._resume_state: dict | None = None
 
-    # --- facts the model needs -----------------------------------------------------------------------
+    # --- facts the model needs --------------------------------------------------------------------
 
     @property
     def vocab(self) -> Vocab:
@@ -401,19 +251,21 @@ class SentimentDataModule(L.LightningDataModule):
         """The word vectors ``prepare_data()`` learnt (``vocab_size x word_vectors``), or None without them."""
         if not self.hparams.word_vectors:
             return None
-        home = self._labelled_only() if self.hparams.pseudo_labels else self
-        path = vectors_file(home.cache_dir, self.hparams.word_vectors)
-        if not path.is_file():
-            raise DataError("word vectors are learnt by prepare_data(): call dm.prepare_data() first "
-                            "(Trainer.fit and `sentiment fit` do)")
-        return np.load(path)
+        home = self.with_settings(pseudo_labels=None) if self.hparams.pseudo_labels else self
+        return cached_vectors(home.cache_dir, self.hparams.word_vectors)
 
     @property
     def text_encoder(self) -> TextEncoder:
         """Tokenizer, vocabulary and truncation together: what a model needs to read raw text."""
         return TextEncoder(self.vocab, self.hparams.max_length, self.hparams.truncation, self.ngrams)
 
-    # --- Lightning hooks -----------------------------------------------------------------------------
+    def with_settings(self, **changes: Any) -> SentimentDataModule:
+        """A new data module of these settings with ``changes`` (``pseudo_labels=None``: the labelled data alone,
+        whose vocabulary and word vectors a pseudo-labelled one shares)."""
+        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
+        return type(self)(**{**settings, **changes})
+
+    # --- Lightning hooks: write the cache, load its splits ----------------------------------------
 
     def prepare_data(self) -> None:
         """Download IMDb if needed and write the encoded cache. Sets no state (it runs on one process)."""
@@ -428,27 +280,9 @@ class SentimentDataModule(L.LightningDataModule):
             if not dim or (trainer is not None and trainer.state.fn != "fit"):
                 return
             if self.hparams.pseudo_labels:  # the vocabulary is the labelled data's, and so are its vectors
-                self._labelled_only().prepare_data()
-            elif not vectors_file(cache, dim).is_file():
-                self._learn_vectors(cache, dim)
-
-    def _labelled_only(self) -> SentimentDataModule:
-        """This data without the reviews a model labelled: the same vocabulary, and the cache of its word vectors."""
-        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
-        return type(self)(**{**settings, "pseudo_labels": None})
-
-    def _learn_vectors(self, cache: Path, dim: int) -> None:
-        """Word vectors from the training split's reviews and IMDb's unlabelled ones (never validation's or
-        test's), for the vocabulary in ``cache``."""
-        sources = self._sources()
-        reviews, _, _ = self.read_splits(sources)
-        texts = list(reviews["train"].texts)
-        if "imdb" in sources:
-            texts += read_imdb_unlabelled(sources["imdb"])
-        table = train_vectors(texts, Vocab.load(cache / "vocab.json"), dim, seed=self.hparams.seed,
-                              workers=self.hparams.num_proc)
-        with atomic_open(vectors_file(cache, dim), "wb") as f:
-            np.save(f, table)
+                self.with_settings(pseudo_labels=None).prepare_data()
+            else:
+                cache_vectors(cache, dim, self._unlabelled_texts, self.hparams.seed, self.hparams.num_proc)
 
     def setup(self, stage: str) -> None:
         if stage == "predict":
@@ -471,76 +305,7 @@ class SentimentDataModule(L.LightningDataModule):
                 bags = load("bag", "bag_counts") if self.hparams.bag_ngrams else None
                 self._splits[split] = EncodedReviews(*load("ids", "lengths", "labels"), bags=bags)
 
-    def train_dataloader(self) -> DataLoader:
-        # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
-        seed, trainer = torch.initial_seed() % 2**31, self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            sampler = DistributedEpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size,
-                                              trainer.world_size, trainer.global_rank)
-        else:
-            sampler = EpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size)
-        loader = self._loader("train", sampler=sampler)
-        if self._resume_state is not None:
-            loader.load_state_dict(self._resume_state)
-            self._resume_state = None
-        self._train_loader = loader
-        return loader
-
-    def state_dict(self) -> dict:
-        """Where training stands within its epoch; checkpoints carry it so a resumed run continues there."""
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        # Lightning restores this before it asks for the training loader (and, with a learning-rate
-        # schedule sized by `estimated_stepping_batches`, before its own loader-state restore could apply)
-        self._resume_state = state_dict.get("train_loader")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.predict_batch_size,
-                                    self.hparams.text_column, self.hparams.id_column)
-        return DataLoader(dataset, batch_size=None, collate_fn=_as_batch)  # batches as read, not visited
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # A predict batch's raw texts stay where they are: Lightning would visit every string to move it
-        if isinstance(batch, dict) and "text" in batch:
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def dataset(self, split: str) -> EncodedReviews:
-        """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
-        if split not in self._splits:
-            raise RuntimeError(f"the {split!r} split is not loaded: call setup() with the matching stage first")
-        return self._splits[split]
-
-    def _loader(self, split: str, sampler: EpochShuffle | DistributedEpochShuffle | None = None) -> DataLoader:
-        # An own generator: starting a pass over the data would otherwise draw from the global RNG and
-        # shift the dropout noise of the training steps that follow (resumed runs would diverge).
-        return ResumableLoader(self.dataset(split), batch_size=self.hparams.batch_size, sampler=sampler,
-                               collate_fn=_as_batch, num_workers=self.hparams.num_workers,
-                               persistent_workers=self.hparams.num_workers > 0, generator=torch.Generator())
-
-    # --- the cache -----------------------------------------------------------------------------------
-
-    def _missing_split_message(self, split: str) -> str:
-        if split == "test":
-            if self.hparams.train_file:
-                return "no test data: set --data.test_file"
-            return f"{self._imdb_source()}: the IMDb source has no test split (aclImdb/test/pos, aclImdb/test/neg)"
-        return "no validation data: set --data.val_file or a val_fraction above 0"
-
-    def _imdb_source(self, fetch: bool = True) -> Path | None:
-        source = find_imdb(self.data_dir)
-        if source is None and fetch:
-            if not self.hparams.download:
-                raise DataError(f"{self.data_dir}: holds neither {IMDB_ARCHIVE} nor aclImdb/ (and download is off)")
-            source = download(self.hparams.url, self.data_dir / IMDB_ARCHIVE, self.hparams.sha256)
-        return source
+    # --- sources ----------------------------------------------------------------------------------
 
     def _sources(self, fetch: bool = True) -> dict[str, Path | None]:
         hp = self.hparams
@@ -551,6 +316,16 @@ class SentimentDataModule(L.LightningDataModule):
         if hp.pseudo_labels:  # the labelling model keys the cache like the data it labels
             sources["teacher"] = Path(hp.pseudo_labels)
         return sources
+
+    def _imdb_source(self, fetch: bool = True) -> Path | None:
+        source = find_imdb(self.data_dir)
+        if source is None and fetch:
+            if not self.hparams.download:
+                raise DataError(f"{self.data_dir}: holds neither {IMDB_ARCHIVE} nor aclImdb/ (and download is off)")
+            source = download(self.hparams.url, self.data_dir / IMDB_ARCHIVE, self.hparams.sha256)
+        return source
+
+    # --- the cache --------------------------------------------------------------------------------
 
     def _cache_key(self, sources: dict[str, Path | None]) -> str:
         hp = self.hparams
@@ -591,70 +366,6 @@ class SentimentDataModule(L.LightningDataModule):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return cache
-
-    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True
-                    ) -> tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader]:
-        """The raw reviews of every split (the seeded validation split made), their classes, and the label set:
-        what ``prepare_data()`` encodes (and what a reference model, like ``scripts/reference.py``, reads). With
-        ``pseudo_labels`` set and ``pseudo_labelled``, the training split ends with the unlabelled reviews that
-        model labelled."""
-        hp = self.hparams
-        sources = self._sources() if sources is None else sources
-        reviews: dict[str, Reviews] = {}
-        if "imdb" in sources:
-            reviews.update(read_imdb(sources["imdb"], ("train", "test"), hp.target))
-        elif hp.target != "label":
-            raise DataError(f"--data.target {hp.target} reads IMDb's file names; your own files name their classes "
-                            "in --data.label_column")
-        for split in SPLITS:
-            if sources[split] is not None:
-                reviews[split] = read_labelled(sources[split], hp.text_column, hp.label_column, hp.id_column)
-        names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
-        reader = LabelReader.from_training(reviews["train"].labels, hp.labels, names["train"])
-        classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
-        counts = np.bincount(classes["train"], minlength=len(reader.labels))
-        if (counts > 0).sum() < 2:
-            found = reader.labels[int(np.argmax(counts))]
-            raise DataError(f"{names['train']}: every training review has label {found}; a classifier needs at "
-                            "least two classes")
-        if counts.min() < 2:
-            rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
-            raise DataError(f"{names['train']}: too few training reviews of {rare}; every class needs at least two")
-        if "val" not in reviews and hp.val_fraction > 0:
-            movies = reviews["train"].groups if hp.val_by_movie else None
-            val_idx, train_idx = stratified_split(classes["train"], hp.val_fraction, hp.seed, movies)
-            if not 0 < len(val_idx) < len(classes["train"]):
-                raise DataError(f"{names['train']}: {len(classes['train'])} reviews are too few for a val_fraction "
-                                f"of {hp.val_fraction}; set --data.val_file")
-            reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
-            reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
-        if hp.pseudo_labels and pseudo_labelled:
-            self._add_pseudo_labelled(reviews, classes, reader, sources)
-        return reviews, classes, reader
-
-    def _add_pseudo_labelled(self, reviews: dict[str, Reviews], classes: dict[str, np.ndarray], reader: LabelReader,
-                             sources: dict[str, Path | None]) -> None:
-        """Append IMDb's unlabelled reviews that the model in ``pseudo_labels`` is sure of to the training split,
-        with its labels."""
-        hp = self.hparams
-        if "imdb" not in sources:
-            raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own "
-                            "--data.train_file, label unlabelled reviews with `sentiment predict` and add them "
-                            "to it")
-        source, path = sources["imdb"], Path(hp.pseudo_labels)
-        if not path.is_file():
-            raise DataError(f"{path}: no such checkpoint (--data.pseudo_labels)")
-        predictor = Predictor.from_checkpoint(path)
-        if list(predictor.labels) != list(reader.labels):
-            raise DataError(f"{path}: the model's labels are {', '.join(predictor.labels)} but the training data's "
-                            f"are {', '.join(reader.labels)}")
-        texts = read_imdb_unlabelled(source)
-        answers = predictor.predict(texts)
-        keep = [i for i, a in enumerate(answers) if a["score"] >= hp.pseudo_confidence]
-        sure = Reviews([texts[i] for i in keep], [answers[i]["label"] for i in keep],
-                       [f"{source}: unlabelled review {i + 1}" for i in keep])
-        reviews["train"] = reviews["train"].joined(sure)
-        classes["train"] = np.concatenate([classes["train"], reader.read(sure.labels, hp.pseudo_labels, sure.where)])
 
     def _encode_into(self, read: tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader], folder: Path,
                      counted: int) -> None:
@@ -704,6 +415,134 @@ class SentimentDataModule(L.LightningDataModule):
         np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
                                                               counted_classes, len(table), num_classes))
         return flat, counts, offsets, len(table)
+
+    def _unlabelled_texts(self) -> list[str]:
+        """What word vectors learn from: the training split's reviews and IMDb's unlabelled ones (never
+        validation's or test's)."""
+        sources = self._sources()
+        reviews, _, _ = self.read_splits(sources)
+        texts = list(reviews["train"].texts)
+        if "imdb" in sources:
+            texts += read_imdb_unlabelled(sources["imdb"])
+        return texts
+
+    # --- splits -----------------------------------------------------------------------------------
+
+    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True
+                    ) -> tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader]:
+        """The raw reviews of every split (the seeded validation split made), their classes, and the label set:
+        what ``prepare_data()`` encodes (and what a reference model, like ``scripts/reference.py``, reads). With
+        ``pseudo_labels`` set and ``pseudo_labelled``, the training split ends with the unlabelled reviews that
+        model labelled."""
+        hp = self.hparams
+        sources = self._sources() if sources is None else sources
+        reviews: dict[str, Reviews] = {}
+        if "imdb" in sources:
+            reviews.update(read_imdb(sources["imdb"], ("train", "test"), hp.target))
+        elif hp.target != "label":
+            raise DataError(f"--data.target {hp.target} reads IMDb's file names; your own files name their classes "
+                            "in --data.label_column")
+        for split in SPLITS:
+            if sources[split] is not None:
+                reviews[split] = read_labelled(sources[split], hp.text_column, hp.label_column, hp.id_column)
+        names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
+        reader = LabelReader.from_training(reviews["train"].labels, hp.labels, names["train"])
+        classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
+        counts = np.bincount(classes["train"], minlength=len(reader.labels))
+        if (counts > 0).sum() < 2:
+            found = reader.labels[int(np.argmax(counts))]
+            raise DataError(f"{names['train']}: every training review has label {found}; a classifier needs at "
+                            "least two classes")
+        if counts.min() < 2:
+            rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
+            raise DataError(f"{names['train']}: too few training reviews of {rare}; every class needs at least two")
+        if "val" not in reviews and hp.val_fraction > 0:
+            movies = reviews["train"].groups if hp.val_by_movie else None
+            val_idx, train_idx = stratified_split(classes["train"], hp.val_fraction, hp.seed, movies)
+            if not 0 < len(val_idx) < len(classes["train"]):
+                raise DataError(f"{names['train']}: {len(classes['train'])} reviews are too few for a val_fraction "
+                                f"of {hp.val_fraction}; set --data.val_file")
+            reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
+            reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
+        if hp.pseudo_labels and pseudo_labelled:
+            self._add_pseudo_labelled(reviews, classes, reader, sources)
+        return reviews, classes, reader
+
+    def _add_pseudo_labelled(self, reviews: dict[str, Reviews], classes: dict[str, np.ndarray], reader: LabelReader,
+                             sources: dict[str, Path | None]) -> None:
+        """Append IMDb's unlabelled reviews that the model in ``pseudo_labels`` is sure of to the training split,
+        with its labels."""
+        if "imdb" not in sources:
+            raise DataError("--data.pseudo_labels labels IMDb's unlabelled reviews; with your own "
+                            "--data.train_file, label unlabelled reviews with `sentiment predict` and add them "
+                            "to it")
+        sure, sure_classes = confidently_labelled(self.hparams.pseudo_labels, sources["imdb"], reader,
+                                                  self.hparams.pseudo_confidence)
+        reviews["train"] = reviews["train"].joined(sure)
+        classes["train"] = np.concatenate([classes["train"], sure_classes])
+
+    def dataset(self, split: str) -> EncodedReviews:
+        """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
+        if split not in self._splits:
+            raise RuntimeError(f"the {split!r} split is not loaded: call setup() with the matching stage first")
+        return self._splits[split]
+
+    def _missing_split_message(self, split: str) -> str:
+        if split == "test":
+            if self.hparams.train_file:
+                return "no test data: set --data.test_file"
+            return f"{self._imdb_source()}: the IMDb source has no test split (aclImdb/test/pos, aclImdb/test/neg)"
+        return "no validation data: set --data.val_file or a val_fraction above 0"
+
+    # --- loaders ----------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
+        seed, trainer = torch.initial_seed() % 2**31, self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = DistributedEpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size,
+                                              trainer.world_size, trainer.global_rank)
+        else:
+            sampler = EpochShuffle(self.dataset("train"), seed, self.hparams.min_epoch_size)
+        loader = self._loader("train", sampler=sampler)
+        if self._resume_state is not None:
+            loader.load_state_dict(self._resume_state)
+            self._resume_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Where training stands within its epoch; checkpoints carry it so a resumed run continues there."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores this before it asks for the training loader (and, with a learning-rate
+        # schedule sized by `estimated_stepping_batches`, before its own loader-state restore could apply)
+        self._resume_state = state_dict.get("train_loader")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset = UnlabelledReviews(self.hparams.predict_file, self.hparams.predict_batch_size,
+                                    self.hparams.text_column, self.hparams.id_column)
+        return DataLoader(dataset, batch_size=None, collate_fn=as_batch)  # batches as read, not visited
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A predict batch's raw texts stay where they are: Lightning would visit every string to move it
+        if isinstance(batch, dict) and "text" in batch:
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def _loader(self, split: str, sampler: EpochShuffle | DistributedEpochShuffle | None = None) -> DataLoader:
+        # An own generator: starting a pass over the data would otherwise draw from the global RNG and
+        # shift the dropout noise of the training steps that follow (resumed runs would diverge).
+        return ResumableLoader(self.dataset(split), batch_size=self.hparams.batch_size, sampler=sampler,
+                               collate_fn=as_batch, num_workers=self.hparams.num_workers,
+                               persistent_workers=self.hparams.num_workers > 0, generator=torch.Generator())
 
 
 def settings_digest(settings: dict) -> str:

@@ -8,11 +8,13 @@ when vectors are asked for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from sentiment.errors import DataError
+from sentiment.io import atomic_open
 from sentiment.text import PAD_ID, Vocab, tokenize, worker_count
 
 VECTORS_VERSION = 1  # bump when the training below changes: it names the cached file
@@ -24,6 +26,27 @@ MIN_COUNT = 2  # rarer words are dropped from the contexts too
 def vectors_file(cache: Path, dim: int) -> Path:
     """Where the vectors of ``dim`` dimensions for the vocabulary cached in ``cache`` are kept."""
     return cache / f"vectors-v{VECTORS_VERSION}-sg-d{dim}-w{WINDOW}-e{EPOCHS}-m{MIN_COUNT}.npy"
+
+
+def cache_vectors(cache: Path, dim: int, texts: Callable[[], Sequence[str]], seed: int,
+                  workers: int | None = None) -> None:
+    """Learn the vectors of ``dim`` dimensions for the vocabulary cached in ``cache`` from ``texts()`` (read only if
+    they are not there yet) and keep them beside it; a failed write leaves no file."""
+    path = vectors_file(cache, dim)
+    if path.is_file():
+        return
+    table = train_vectors(texts(), Vocab.load(cache / "vocab.json"), dim, seed=seed, workers=workers)
+    with atomic_open(path, "wb") as f:
+        np.save(f, table)
+
+
+def cached_vectors(cache: Path, dim: int) -> np.ndarray:
+    """The vectors ``cache_vectors`` kept for the vocabulary in ``cache``."""
+    path = vectors_file(cache, dim)
+    if not path.is_file():
+        raise DataError("word vectors are learnt by prepare_data(): call dm.prepare_data() first "
+                        "(Trainer.fit and `sentiment fit` do)")
+    return np.load(path)
 
 
 def train_vectors(texts: Sequence[str], vocab: Vocab, dim: int, seed: int, workers: int | None = None,

@@ -247,7 +247,8 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
 def test_self_training_refuses_another_teacher_and_several_devices(tmp_path, capsys):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 4)
-    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "best.ckpt is not the teacher of this recipe"),
+    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "best.ckpt: self-training labels the unlabelled "
+                                                                   "reviews with a teacher of its own"),
                            (["--trainer.num_nodes", "2"], "run it with one device on one node")):
         assert run_cli("fit", "--self_training", "true", "--data.data_dir", str(data_dir), *extra,
                        "--trainer.default_root_dir", str(tmp_path)) == 1

@@ -15,6 +15,7 @@ from conftest import (
 )
 
 import sentiment.data as data_module
+import sentiment.vectors as vectors_module
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.predictor import Predictor
@@ -247,7 +248,7 @@ def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(t
 
 
 def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
-    from sentiment.data import EpochShuffle
+    from sentiment.batches import EpochShuffle
 
     rows = list(range(30))
     sampler = EpochShuffle(rows, seed=3, min_rows=100)
@@ -259,7 +260,7 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     assert list(sampler) != order and sorted(list(sampler)) == sorted(order)
     assert len(EpochShuffle(list(range(500)), seed=3, min_rows=100)) == 500  # a large split: one pass, as before
     # under DDP, the same order dealt out to the processes: every row of it once, equal shares
-    from sentiment.data import DistributedEpochShuffle
+    from sentiment.batches import DistributedEpochShuffle
 
     shares = [DistributedEpochShuffle(rows, seed=3, min_rows=100, num_replicas=3, rank=r) for r in range(3)]
     for share in shares:
@@ -317,8 +318,8 @@ def test_pseudo_labelled_data_shares_the_word_vectors_of_its_labelled_data(tmp_p
     taught = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=8,
                                  pseudo_labels=str(trained["best"]), pseudo_confidence=0.0)
     learnt = []
-    real = data_module.train_vectors
-    monkeypatch.setattr(data_module, "train_vectors", lambda *a, **k: learnt.append(1) or real(*a, **k))
+    real = vectors_module.train_vectors
+    monkeypatch.setattr(vectors_module, "train_vectors", lambda *a, **k: learnt.append(1) or real(*a, **k))
     taught.prepare_data()  # the labelled data's cache and vectors are written first, then its own cache
     plain.prepare_data()
     assert len(learnt) == 1 and len(taught.vocab) == len(plain.vocab)

@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+import torch
+from conftest import build_archive_with_unlabelled, run_cli
 
+from sentiment import SentimentClassifier, SentimentDataModule, self_train
 from sentiment.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +44,34 @@ def test_the_onnx_example_runs_as_written(trained, tmp_path):
     texts = ast.literal_eval(re.search(r"model_inputs\((\[.*?\])\)", example).group(1))
     # the tiny test model is not the README's IMDb model: the labels printed are the ones it gives
     assert printed == f"{[a['label'] for a in Predictor.from_checkpoint(trained['best']).predict(texts)]}\n"
+
+
+@pytest.mark.slow
+def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 80)
+    # README's script and `sentiment fit --self_training true`, both on a tiny archive with a small network
+    tiny_data = {"min_freq": 1, "min_epoch_size": 1000, "batch_size": 32, "word_vectors": 16}
+    tiny_model = {"hidden_dim": 16, "embed_dim": 16, "lr": 0.01}
+    options = [f"--{part}.{k}={v}" for part, tiny in (("data", tiny_data), ("model", tiny_model)) for k, v in tiny.items()]
+    assert run_cli("fit", "--self_training", "true", *options, "--data.data_dir", str(data_dir), "--seed_everything", "42",
+                   "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path / "cli"),
+                   "--trainer.enable_progress_bar", "false") == 0
+    fitted = torch.load(tmp_path / "cli" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
+                        weights_only=False)["state_dict"]
+
+    script = _block("Self-training (`sentiment fit --self_training true`", "python")
+    imports = "from sentiment import SentimentClassifier, SentimentDataModule, self_train\n"
+    assert imports in script
+    names = {"SentimentDataModule": lambda **kw: SentimentDataModule(**{**kw, **tiny_data}),
+             "SentimentClassifier": lambda **kw: SentimentClassifier(**{**kw, **tiny_model}),
+             "self_train": self_train}
+    monkeypatch.chdir(tmp_path)  # the script's data_dir="data"
+    exec(script.replace(imports, ""), names)
+    dm, model = names["dm"], names["model"]
+    # it learnt from the unlabelled reviews too: 180 labelled training reviews, and some of the 81 unlabelled
+    assert dm.hparams.pseudo_labels and 180 < len(dm.dataset("train")) < 180 + 81
+    state = model.state_dict()
+    assert state.keys() == fitted.keys()
+    for name, weights in state.items():
+        assert torch.equal(weights, fitted[name]), name

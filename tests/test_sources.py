@@ -2,7 +2,6 @@ import hashlib
 import json
 import tarfile
 
-import numpy as np
 import pytest
 from conftest import ArchiveServer, add_bytes, build_imdb_archive, write_csv
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import NEGATIVE, POSITIVE, build_imdb_archive, make_review
 
-import sentiment.data as data_module
+import sentiment.vectors as vectors_module
 from sentiment import SentimentClassifier, SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.vectors import vectors_file
@@ -30,13 +30,13 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     data_dir = tmp_path / "data"
     _imdb_with_unlabelled(data_dir)
     seen = {}
-    real = data_module.train_vectors
+    real = vectors_module.train_vectors
 
     def spy(texts, vocab, dim, **kwargs):
         seen["texts"] = list(texts)
         return real(texts, vocab, dim, **kwargs)
 
-    monkeypatch.setattr(data_module, "train_vectors", spy)
+    monkeypatch.setattr(vectors_module, "train_vectors", spy)
     dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16, batch_size=32)
     dm.prepare_data()
     reviews, _, _ = dm.read_splits()
@@ -54,7 +54,7 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     unlike = [unit[a] @ unit[b] for a in POSITIVE for b in NEGATIVE if {a, b} <= unit.keys()]
     assert np.mean(alike) > 0.5 and np.mean(alike) > np.mean(unlike) + 0.03, (np.mean(alike), np.mean(unlike))
 
-    monkeypatch.setattr(data_module, "train_vectors", lambda *a, **k: pytest.fail("learnt again"))
+    monkeypatch.setattr(vectors_module, "train_vectors", lambda *a, **k: pytest.fail("learnt again"))
     again = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16, batch_size=32)
     again.prepare_data()  # cached beside the encoded reviews
     np.testing.assert_array_equal(again.embedding_vectors, table)
@@ -99,7 +99,7 @@ def test_word_vectors_are_read_only_after_prepare_data_and_a_failed_write_leaves
         f.write(b"\x93NUMPY half a table")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data_module.np, "save", disk_full)
+    monkeypatch.setattr(vectors_module.np, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         dm.prepare_data()
     cache = dm._cache_dir(write=False)

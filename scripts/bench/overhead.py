@@ -14,7 +14,7 @@ import torch
 from bench.common import WARMUP_STEPS, Report, Timed, in_turns
 from bench.training import PRECISION, recipe_loop, settings
 from sentiment.cli import SentimentCLI
-from sentiment.data import _as_batch
+from sentiment.batches import as_batch
 
 
 class _FixedData(L.LightningDataModule):
@@ -23,7 +23,7 @@ class _FixedData(L.LightningDataModule):
         self.data, self.batch_size = dataset, batch_size
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, collate_fn=_as_batch)
+        return torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, collate_fn=as_batch)
 
 
 class FitTimer(L.Callback):

@@ -16,7 +16,7 @@ import yaml
 
 from bench.common import CONFIGS, ROOT, Report, Timed, in_turns
 from sentiment.cli import SentimentCLI, default_precision
-from sentiment.data import EncodedReviews, _as_batch
+from sentiment.batches import EncodedReviews, as_batch
 from sentiment.model import SentimentNet, adversarial_losses, classification_loss
 
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
@@ -36,7 +36,7 @@ class PlainLoop(Timed):
                  adversarial_every: int = 1) -> None:
         self.net, self.precision, self.adversarial = net.train(), precision, adversarial
         self.adversarial_every, self.steps = adversarial_every, 0
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_as_batch)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=as_batch)
         self.batches = iter(self.loader)
         if adam:
             self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
