@@ -368,7 +368,7 @@ class SentimentClassifier(L.LightningModule):
     # --- predictions: the Predictor's, over this module's network and text encoder ------------------------
 
     def predictor(self, **options: Any) -> Predictor:
-        """This model as a ``Predictor`` (``options``: its ``bfloat16``, ``batch_size``, ``threads``)."""
+        """This model as a ``Predictor`` (``options``: its ``compute``, ``batch_size``, ``threads``)."""
         if self.text_encoder is None:
             raise DataError("this model has no vocabulary: load it from a checkpoint written by `sentiment fit`, "
                             "or train it with a SentimentDataModule")
@@ -376,7 +376,8 @@ class SentimentClassifier(L.LightningModule):
 
     def on_predict_start(self) -> None:
         # the Trainer's precision; the predictor's worker threads set it themselves (autocast is per thread)
-        self._predicting = self.predictor(bfloat16=cpu.bfloat16_precision(self.trainer.precision))
+        self._predicting = self.predictor(compute="bfloat16" if cpu.bfloat16_precision(self.trainer.precision)
+                                          else "float32")
         self.net.keep_inference_casts()  # the weights stay fixed while predicting
 
     def on_predict_end(self) -> None:

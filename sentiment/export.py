@@ -62,7 +62,7 @@ def export(ckpt_path: str, output: str = "model.onnx") -> None:
         import onnx
     except ImportError:
         raise DataError("sentiment export needs the onnx package: pip install onnx") from None
-    predictor = Predictor.from_checkpoint(ckpt_path, bfloat16=False)
+    predictor = Predictor.from_checkpoint(ckpt_path, compute="float32-plain")  # the network as trained, traced
     model = _Probabilities(predictor).eval()
     example = predictor.encoder.model_inputs(["an example review", "another"])
     inputs = [name for name in INPUTS if name in example]

@@ -21,16 +21,28 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain, islice
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from sentiment.bag import word_shares
 from sentiment.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
 from sentiment.cpu import native_bfloat16, usable_bfloat16
+from sentiment.gate_tables import TABLES_FROM, GateTables
 from sentiment.labels import BINARY, numeric_values
 from sentiment.model import SentimentNet, probabilities
 from sentiment.text import TextEncoder, Vocab, tokenize_bytes
+
+# How the network computes: the recurrence in bfloat16 (CPUs that have it natively); float32 through per-word gate
+# tables where the network allows (``sentiment.gate_tables``: the same answers, about twice as fast as PyTorch's
+# own LSTM kernel on CPUs without bfloat16); float32 through PyTorch's own LSTM kernel, as in training.
+Compute = Literal["bfloat16", "float32", "float32-plain"]
+COMPUTES = get_args(Compute)
+
+
+def default_compute() -> Compute:
+    """``bfloat16`` on CPUs that compute in it natively, else ``float32`` (the gate tables where they apply)."""
+    return "bfloat16" if native_bfloat16() else "float32"
 
 
 class Predictor:
@@ -47,21 +59,31 @@ class Predictor:
         encoder: the text encoder it was trained with.
         labels: the classes, in the order of the network's outputs (default: ``negative``, ``positive``).
         temperature: the logits are divided by it before the probabilities are taken (calibration).
-        bfloat16: compute the recurrence in bfloat16 (the output layer stays float32); default: where the CPU
-            does bfloat16 natively, as ``sentiment predict`` does. Asked for on a CPU without it: float32, with a
-            one-line warning.
+        compute: ``bfloat16`` (the recurrence in bfloat16, the output layer in float32), ``float32`` (through
+            per-word gate tables, ``sentiment.gate_tables``, where the network allows; else PyTorch's LSTM) or
+            ``float32-plain`` (PyTorch's own LSTM kernel). Default: ``bfloat16`` where the CPU computes in it
+            natively, else ``float32``, as ``sentiment predict`` does. ``bfloat16`` asked for on a CPU without it:
+            ``float32``, with a one-line warning.
         batch_size: reviews per forward pass.
         threads: batches read at once, each with one torch thread (default: one per available core; 1: one
             batch at a time, with torch's own threads).
     """
 
     def __init__(self, net: SentimentNet, encoder: TextEncoder, labels: Sequence[str] = BINARY,
-                 temperature: float = 1.0, bfloat16: bool | None = None, batch_size: int = 256,
+                 temperature: float = 1.0, compute: Compute | None = None, batch_size: int = 256,
                  threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if compute is not None and compute not in COMPUTES:
+            raise ValueError(f"compute must be one of {', '.join(COMPUTES)}, got {compute!r}")
         self.net, self.encoder, self.batch_size = net, encoder, batch_size
-        self.bfloat16 = native_bfloat16() if bfloat16 is None else usable_bfloat16(bfloat16, "bfloat16=True")
+        if compute is None:
+            compute = default_compute()
+        elif compute == "bfloat16" and not usable_bfloat16(True, "compute='bfloat16'"):
+            compute = "float32"
+        self.compute = compute
+        self._tables: GateTables | None = None  # built at the first batch that uses them
+        self._building = threading.Lock()  # by one worker thread
         self.threads = threads or len(os.sched_getaffinity(0))
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
@@ -74,7 +96,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> Predictor:
         """Read a checkpoint written by ``sentiment fit`` (as data only: nothing in it runs) and hold its model.
 
-        ``options`` are ``Predictor``'s own (``bfloat16``, ``batch_size``, ``threads``).
+        ``options`` are ``Predictor``'s own (``compute``, ``batch_size``, ``threads``).
         """
         checkpoint = read_checkpoint(path)
         predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), load_labels(checkpoint),
@@ -83,7 +105,22 @@ class Predictor:
         return predictor
 
     def __getstate__(self) -> dict[str, Any]:  # sent to another process (the server's model process): no threads
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pool": None, "_tables": None, "_building": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _building=threading.Lock())
+
+    @property
+    def bfloat16(self) -> bool:
+        """Whether the recurrence computes in bfloat16."""
+        return self.compute == "bfloat16"
+
+    @property
+    def kernel(self) -> str:
+        """How the recurrence computes, in words (``sentiment serve``'s ``/info`` and the benchmark report it)."""
+        if self.compute == "float32" and GateTables.supports(self.net):
+            return f"float32, gate tables (batches of {TABLES_FROM} or more; fewer: PyTorch's LSTM)"
+        return "bfloat16, PyTorch's LSTM" if self.bfloat16 else "float32, PyTorch's LSTM"
 
     # --- classifying -----------------------------------------------------------------------------------
 
@@ -118,7 +155,24 @@ class Predictor:
                       ) -> torch.Tensor:
         """The probability of every class (B x classes, float32, calibrated), the network run in the caller's
         precision (``running`` sets ours); ``bag_ids`` for a network with a bag (``TextEncoder.model_inputs``)."""
-        return probabilities(self.net(input_ids, lengths, bag_ids).float() / self.temperature)
+        return probabilities(self.logits(input_ids, lengths, bag_ids).float() / self.temperature)
+
+    def logits(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The network's logits, computed as ``compute`` says: through the gate tables for batches of
+        ``TABLES_FROM`` reviews or more, where they apply."""
+        tables = self._gate_tables() if len(input_ids) >= TABLES_FROM and not self.net.training else None
+        return (tables or self.net)(input_ids, lengths, bag_ids)
+
+    def _gate_tables(self) -> GateTables | None:
+        """The network's gate tables, built once (the weights must not change afterwards), where ``compute`` and
+        the network call for them."""
+        if self.compute != "float32" or not GateTables.supports(self.net):
+            return None
+        with self._building:
+            if self._tables is None:
+                self._tables = GateTables(self.net)
+        return self._tables
 
     def answers(self, probs: torch.Tensor) -> list[dict[str, Any]]:
         """Answers from class probabilities (B x classes)."""

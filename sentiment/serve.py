@@ -38,7 +38,7 @@ from pydantic import BaseModel, StrictBool, StrictStr
 
 from sentiment.cpu import configure_cpu
 from sentiment.errors import DataError
-from sentiment.predictor import Predictor
+from sentiment.predictor import Compute, Predictor
 
 PAGE = Path(__file__).with_name("page.html")
 KEYED_PATHS = ("/predict", "/info")  # what needs the key when there is one; the page and /health stay open
@@ -137,7 +137,8 @@ def build_server(predictor: Predictor, checkpoint_name: str, max_texts: int, max
     info = {"labels": list(predictor.labels), "max_length": predictor.encoder.max_length,
             "truncation": predictor.encoder.truncation,
             "parameters": sum(p.numel() for p in predictor.net.parameters()), "checkpoint": checkpoint_name,
-            "ngrams": len(predictor.encoder.ngrams) if predictor.encoder.ngrams is not None else 0}
+            "ngrams": len(predictor.encoder.ngrams) if predictor.encoder.ngrams is not None else 0,
+            "compute": predictor.kernel}
     page = PAGE.read_text(encoding="utf-8")
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/", "/info")]  # LitServe's
     app.add_api_route("/info", lambda: info, methods=["GET"])
@@ -147,7 +148,7 @@ def build_server(predictor: Predictor, checkpoint_name: str, max_texts: int, max
 
 def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           timeout: float = 30.0, max_texts: int = 64, max_text_bytes: int = 100_000, max_batch_size: int = 64,
-          batch_timeout: float = 0.002, threads: int = 1) -> None:
+          batch_timeout: float = 0.002, threads: int = 1, compute: Compute | None = None) -> None:
     """Serve a trained checkpoint over HTTP: POST /predict, GET /info, GET /health and a page at GET /.
 
     Args:
@@ -162,6 +163,9 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
         max_batch_size: most requests classified together in one batch.
         batch_timeout: seconds to wait for more requests to fill a batch.
         threads: torch threads of the model process (the HTTP process needs a core too).
+        compute: ``bfloat16``, ``float32`` (through per-word gate tables where the network allows) or
+            ``float32-plain`` (PyTorch's own LSTM kernel); default: ``bfloat16`` where the CPU computes in it
+            natively, else ``float32``. ``/info`` says which runs.
     """
     least = {"timeout": (timeout, 0.001), "max_texts": (max_texts, 1), "max_text_bytes": (max_text_bytes, 1),
              "max_batch_size": (max_batch_size, 1), "batch_timeout": (batch_timeout, 0), "threads": (threads, 1)}
@@ -171,7 +175,8 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if batch_timeout >= timeout:
         raise DataError(f"--batch_timeout ({batch_timeout:g} s) must be shorter than --timeout ({timeout:g} s)")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    predictor = Predictor.from_checkpoint(ckpt_path, threads=threads)  # a bad file: one line here, before any process
+    # a bad file: one line here, before any process
+    predictor = Predictor.from_checkpoint(ckpt_path, threads=threads, compute=compute)
     server = build_server(predictor, Path(ckpt_path).name, max_texts, max_text_bytes, threads, max_batch_size,
                           batch_timeout, api_key, timeout)
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`, systemd, docker stop: a clean shutdown

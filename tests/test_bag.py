@@ -144,7 +144,7 @@ def test_the_bag_reads_the_verdict_that_truncation_cuts_and_turns_off_with_bag_n
 
 
 def test_a_bag_model_answers_raw_text_as_sentiment_predict_and_its_batches_do(bagged, tmp_path):
-    predictor = Predictor.from_checkpoint(bagged["best"], bfloat16=False)
+    predictor = Predictor.from_checkpoint(bagged["best"], compute="float32")
     assert predictor.encoder.ngrams is not None and predictor.net.linear_bag is not None
     texts = [t for t, _ in make_buried_reviews(30, seed=9)] + ["", "great"]
     answers = predictor.predict(texts)
@@ -173,7 +173,7 @@ def test_a_bag_model_answers_raw_text_as_sentiment_predict_and_its_batches_do(ba
 
 @pytest.mark.parametrize("label", ["pos", "neg"])
 def test_explain_splits_the_bags_logit_exactly_among_every_word_of_the_review(bagged, label):
-    predictor = Predictor.from_checkpoint(bagged["best"], bfloat16=False)
+    predictor = Predictor.from_checkpoint(bagged["best"], compute="float32")
     text = next(t for t, y in make_buried_reviews(20, seed=4) if y == label)
     out = predictor.explain(text)
     assert out["method"] == "ngrams" and out["label"] == {"pos": "positive", "neg": "negative"}[label]
@@ -198,7 +198,7 @@ def test_a_bag_model_exports_to_onnx_with_its_bag_input(bagged, tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "lengths", "bag_ids"]
     encoder = TextEncoder.from_dict(json.loads(session.get_modelmeta().custom_metadata_map["text_encoder"]))
-    predictor = Predictor.from_checkpoint(bagged["best"], bfloat16=False)
+    predictor = Predictor.from_checkpoint(bagged["best"], compute="float32")
     assert encoder == predictor.encoder
     texts = [t for t, _ in make_buried_reviews(9, seed=3)]
     for batch in (texts, texts[:1], [t + " fun" * i for i, t in enumerate(texts)]):

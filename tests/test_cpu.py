@@ -55,11 +55,11 @@ def test_bf16_mixed_asked_for_on_an_avx2_only_cpu_trains_and_predicts_in_float32
     assert predict.returncode == 0, predict.stderr[-3000:]
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 3
     code = ("from sentiment.predictor import Predictor; import sys; p = Predictor.from_checkpoint(sys.argv[1], "
-            "bfloat16=True); print(p.bfloat16, len(p.predict(['fun', 'dull'])))")
+            "compute='bfloat16'); print(p.compute, len(p.predict(['fun', 'dull'])))")
     api = subprocess.run([sys.executable, "-c", code, str(run / "checkpoints" / "best.ckpt")], capture_output=True,
                          text=True, env=env)
     assert api.returncode == 0, api.stderr[-3000:]
-    assert api.stdout.split() == ["False", "2"]
+    assert api.stdout.split() == ["float32", "2"]
     assert api.stderr.strip().splitlines() == [
-        "warning: bfloat16=True: this CPU has no native bfloat16 (AVX512-BF16 or AMX), and PyTorch's LSTM has no "
+        "warning: compute='bfloat16': this CPU has no native bfloat16 (AVX512-BF16 or AMX), and PyTorch's LSTM has no "
         "bfloat16 kernel without it; computing in float32 (32-true)"]

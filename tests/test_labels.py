@@ -170,7 +170,7 @@ def test_a_binary_checkpoint_written_before_label_sets_predicts_as_it_did(traine
     checkpoint["hyper_parameters"].pop("class_weights")
     checkpoint.pop("calibration")
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    old = Predictor.from_checkpoint(tmp_path / "old.ckpt", bfloat16=False)
+    old = Predictor.from_checkpoint(tmp_path / "old.ckpt", compute="float32")
     texts = ["brilliant superb fun", "awful dull waste", "the plot", ""]
     with torch.no_grad():  # what the old code answered as `score`
         positive = torch.sigmoid(old.net(**old.encoder.model_inputs(texts))).tolist()
@@ -246,7 +246,7 @@ def test_a_three_class_model_exports_to_onnx_with_a_column_per_class(three, tmp_
     assert run_cli("export", "--ckpt_path", str(three["best"]), "--output", str(tmp_path / "m.onnx")) == 0
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert json.loads(session.get_modelmeta().custom_metadata_map["labels"]) == ["negative", "neutral", "positive"]
-    predictor = Predictor.from_checkpoint(three["best"], bfloat16=False)
+    predictor = Predictor.from_checkpoint(three["best"], compute="float32")
     texts = ["okay average film", "awful", "brilliant superb fun and a moving story"]
     (probs,) = session.run(None, {k: v.numpy() for k, v in predictor.encoder.model_inputs(texts).items()})
     np.testing.assert_allclose(probs, [list(a["scores"].values()) for a in predictor.predict(texts)], atol=1e-4)

@@ -65,7 +65,7 @@ def test_the_predictor_reads_the_weights_lightning_would_load(trained, tmp_path)
     checkpoint = torch.load(trained["best"], weights_only=True)
     checkpoint["calibration"]["temperature"] = 2.5  # as if validation had fitted one
     torch.save(checkpoint, tmp_path / "calibrated.ckpt")
-    predictor = Predictor.from_checkpoint(tmp_path / "calibrated.ckpt", bfloat16=False)
+    predictor = Predictor.from_checkpoint(tmp_path / "calibrated.ckpt", compute="float32")
     model = SentimentClassifier.load_from_checkpoint(tmp_path / "calibrated.ckpt", map_location="cpu").eval()
     inputs = predictor.encoder.model_inputs(REVIEWS)
     assert model.temperature == predictor.temperature == 2.5
@@ -127,7 +127,7 @@ def test_the_onnx_export_runs_in_onnxruntime_to_the_same_scores(trained, tmp_pat
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     encoder, labels = TextEncoder.from_dict(json.loads(meta["text_encoder"])), json.loads(meta["labels"])
-    predictor = Predictor.from_checkpoint(trained["best"], bfloat16=False)
+    predictor = Predictor.from_checkpoint(trained["best"], compute="float32")
     assert encoder == predictor.encoder and labels == ["negative", "positive"]
     assert (json.loads(meta["max_length"]), json.loads(meta["truncation"])) == (128, "head_tail")
     for batch in (REVIEWS, REVIEWS[3:4], REVIEWS * 7):  # other batch sizes and lengths than the export's example
@@ -148,9 +148,9 @@ def test_batches_on_worker_threads_give_the_answers_of_one_batch_at_a_time_and_l
     import threading
 
     texts = [REVIEWS[i % len(REVIEWS)] + " film" * (i % 7) for i in range(50)]
-    alone = Predictor.from_checkpoint(trained["best"], bfloat16=False, batch_size=8, threads=1).predict(texts)
+    alone = Predictor.from_checkpoint(trained["best"], compute="float32", batch_size=8, threads=1).predict(texts)
     before = torch.get_num_threads()
-    workers = Predictor.from_checkpoint(trained["best"], bfloat16=False, batch_size=8, threads=3)
+    workers = Predictor.from_checkpoint(trained["best"], compute="float32", batch_size=8, threads=3)
     together = workers.predict(texts)
     assert [a["score"] for a in together] == pytest.approx([a["score"] for a in alone], abs=1e-6)
     assert [a["label"] for a in together] == [a["label"] for a in alone]

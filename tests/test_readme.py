@@ -53,9 +53,11 @@ def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_pa
     # README's script and `sentiment fit --self_training true`, both on a tiny archive with a small network
     tiny_data = {"min_freq": 1, "min_epoch_size": 1000, "batch_size": 32, "word_vectors": 16}
     tiny_model = {"hidden_dim": 16, "embed_dim": 16, "lr": 0.01}
-    options = [f"--{part}.{k}={v}" for part, tiny in (("data", tiny_data), ("model", tiny_model)) for k, v in tiny.items()]
-    assert run_cli("fit", "--self_training", "true", *options, "--data.data_dir", str(data_dir), "--seed_everything", "42",
-                   "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path / "cli"),
+    options = [f"--{part}.{k}={v}" for part, tiny in (("data", tiny_data), ("model", tiny_model))
+               for k, v in tiny.items()]
+    assert run_cli("fit", "--self_training", "true", *options, "--data.data_dir", str(data_dir),
+                   "--seed_everything", "42", "--trainer.precision", "32-true",
+                   "--trainer.default_root_dir", str(tmp_path / "cli"),
                    "--trainer.enable_progress_bar", "false") == 0
     fitted = torch.load(tmp_path / "cli" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
                         weights_only=False)["state_dict"]

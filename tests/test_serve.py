@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from sentiment.cpu import native_bfloat16
 from sentiment.serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -206,7 +207,10 @@ def test_info_describes_the_model(server, trained):
         "labels": ["negative", "positive"], "max_length": 128, "truncation": "head_tail", "checkpoint": "best.ckpt",
         # the bag's log-count ratios are data, not parameters
         "parameters": sum(w.numel() for k, w in weights.items() if k.startswith("net.") and not k.endswith(".scale")),
-        "ngrams": len(base64.b64decode(ngrams["hashes"])) // 8}
+        "ngrams": len(base64.b64decode(ngrams["hashes"])) // 8,
+        # the CPU's own choice: bfloat16 where it has it natively, else float32 through the gate tables
+        "compute": "bfloat16, PyTorch's LSTM" if native_bfloat16() else
+                   "float32, gate tables (batches of 8 or more; fewer: PyTorch's LSTM)"}
 
 
 def test_an_api_key_guards_predict_and_info_but_not_health_or_the_page(keyed):

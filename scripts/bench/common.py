@@ -116,11 +116,12 @@ def cpu_kind(cpuinfo: str) -> str:
     emulated (a bfloat16 CPU, by ``cpuinfo``'s flags, limited to AVX2 by PyTorch's environment variables)."""
     from sentiment.cli import default_precision
     from sentiment.cpu import native_bfloat16
+    from sentiment.predictor import default_compute
 
     kind = "native bfloat16" if native_bfloat16() else "no bfloat16"
     emulated = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2") and "avx512_bf16" in cpuinfo
     return (f"{kind}, {torch.backends.cpu.get_cpu_capability()}{', emulated AVX2-only' if emulated else ''}: "
-            f"{default_precision()}")
+            f"training in {default_precision()}, predicting in {default_compute()}")
 
 
 @dataclass
