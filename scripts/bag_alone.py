@@ -2,32 +2,36 @@
 """The bag of n-grams alone: the hybrid's linear part trained by itself, for the ablation in BENCHMARKS.md.
 
     python scripts/bag_alone.py --config configs/imdb.yaml --data.data_dir data --seed_everything 7
+    python scripts/bag_alone.py --config configs/imdb_semi.yaml --data.data_dir data    # self-training too
 
 Takes `sentiment fit`'s own arguments: the data module, the model and the Trainer's epochs are built as that
 command builds them (`build_cli(..., run=False)`), and the bag (``net.linear_bag``, with a bias of its own) trains
 on the same batches with the same optimizer, learning rate, schedule and weight decay as the bag's parameter
 group in the hybrid. Prints the validation accuracy after each epoch.
+
+With ``--self_training true`` (as in ``configs/imdb_semi.yaml``) the bag is its own teacher, as the hybrid is in
+``sentiment fit``: the bag trained alone labels IMDb's unlabelled reviews (through a checkpoint of the hybrid's
+network whose recurrent part says nothing), and a new bag trains on the labelled reviews and those it is sure of.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from lightning.pytorch import seed_everything
 
+from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY, write_checkpoint
 from sentiment.cli import build_cli
 from sentiment.model import classification_loss
 
 
-def main(argv: list[str]) -> None:
-    cli = build_cli(argv, run=False)
-    model, dm, hp = cli.model, cli.datamodule, cli.model.hparams
-    bag = model.net.linear_bag
-    if bag is None:
-        raise SystemExit("the recipe has no bag: set --data.bag_ngrams")
-    seed_everything(cli.config.seed_everything, workers=True)
+def train_bag(model, dm, epochs: int) -> torch.nn.Parameter:
+    """Train ``model.net.linear_bag`` alone on ``dm``'s training split; returns the bias it learnt beside it."""
+    hp, bag = model.hparams, model.net.linear_bag
     dm.setup("fit")
     with torch.no_grad():
         bag.scale.copy_(torch.from_numpy(dm.bag_ratios))
@@ -35,7 +39,6 @@ def main(argv: list[str]) -> None:
     lr = hp.lr if hp.bag_lr is None else hp.bag_lr
     optimizer = torch.optim.AdamW([{"params": bag.weight.parameters(), "weight_decay": hp.bag_weight_decay},
                                    {"params": [bias], "weight_decay": 0.0}], lr=lr)
-    epochs = cli.config.trainer.max_epochs
     loader = dm.train_dataloader()
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader),
                                                    pct_start=hp.warmup_ratio)
@@ -63,6 +66,37 @@ def main(argv: list[str]) -> None:
                 right += int((predicted == batch["labels"]).sum())
                 seen += len(predicted)
         print(f"epoch {epoch + 1}: val/acc {100 * right / seen:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return bias
+
+
+def bag_checkpoint(model, dm, bias: torch.Tensor, path: Path) -> Path:
+    """A checkpoint of ``model``'s network that answers as its bag alone: the recurrent part's output layer
+    zeroed, its bias the bag's."""
+    with torch.no_grad():
+        model.net.head.weight.zero_()
+        model.net.head.bias.copy_(bias)
+    write_checkpoint({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      ENCODER_KEY: dm.text_encoder.to_dict(), CALIBRATION_KEY: {"temperature": 1.0}}, path)
+    return path
+
+
+def main(argv: list[str]) -> None:
+    cli = build_cli(argv, run=False)
+    model, dm, config = cli.model, cli.datamodule, cli.config
+    if model.net.linear_bag is None:
+        raise SystemExit("the recipe has no bag: set --data.bag_ngrams")
+    seed_everything(config.seed_everything, workers=True)
+    bias = train_bag(model, dm, config.trainer.max_epochs)
+    if not config.self_training:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = bag_checkpoint(model, dm, bias.detach(), Path(tmp) / "bag.ckpt")
+        print("self-training: the bag alone labels the unlabelled reviews; a new bag learns from them", flush=True)
+        student_data = dm.with_settings(pseudo_labels=str(teacher))
+        student_data.prepare_data()
+        seed_everything(config.seed_everything, workers=True)
+        student = type(model)(**{k: v for k, v in model.hparams.items() if not k.startswith("_")})
+        train_bag(student, student_data, config.trainer.max_epochs)
 
 
 if __name__ == "__main__":

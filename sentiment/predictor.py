@@ -164,6 +164,12 @@ class Predictor:
         tables = self._gate_tables() if len(input_ids) >= TABLES_FROM and not self.net.training else None
         return (tables or self.net)(input_ids, lengths, bag_ids)
 
+    def ready(self) -> Predictor:
+        """Build now what the first large batch would build (the gate tables): a server's first answer then
+        comes as fast as the next."""
+        self._gate_tables()
+        return self
+
     def _gate_tables(self) -> GateTables | None:
         """The network's gate tables, built once (the weights must not change afterwards), where ``compute`` and
         the network call for them."""

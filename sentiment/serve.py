@@ -64,6 +64,7 @@ class SentimentAPI(ls.LitAPI):
     def setup(self, device: str) -> None:  # in LitServe's model process
         configure_cpu()
         torch.set_num_threads(self.threads)
+        self.predictor.ready()
 
     def decode_request(self, request: PredictRequest) -> PredictRequest:
         if len(request.texts) > self.max_texts:

@@ -66,6 +66,9 @@ def test_small_batches_go_through_pytorch_s_lstm(bagged):
     assert predictor._tables is None
     predictor.predict(["a fine film"] * TABLES_FROM)
     assert predictor._tables is not None
+    # a server builds them before its first request; PyTorch's own kernel needs none
+    assert Predictor.from_checkpoint(bagged["best"], compute="float32").ready()._tables is not None
+    assert Predictor.from_checkpoint(bagged["best"], compute="float32-plain").ready()._tables is None
 
 
 def test_compute_is_one_of_its_values():

@@ -1,5 +1,5 @@
-"""What a first `sentiment fit` costs: the whole cold command of the default recipe against one epoch of the
-original project's recipe, as it ran."""
+"""What a first `sentiment fit` costs: the whole cold command of the default recipe (or of another config: the
+self-training one's, ``coldsemi``) against one epoch of the original project's recipe, as it ran."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from sentiment.checkpoint import read_checkpoint
 
 
 class ColdFit(Timed):
-    """`sentiment fit --config configs/imdb.yaml` as a new user runs it: a new process and a ``data_dir`` holding only
-    the archive, so reading, tokenizing and the vocabulary are paid too. ``run(n)`` is ``n`` whole fits; ``seen``
-    counts fits. ``extra``: arguments after the config's (a quick pass cuts the fit short)."""
+    """`sentiment fit --config configs/imdb.yaml` (``overlays`` layered on it) as a new user runs it: a new process
+    and a ``data_dir`` holding only the archive, so reading, tokenizing and the vocabulary are paid too. ``run(n)`` is
+    ``n`` whole fits; ``seen`` counts fits. ``extra``: arguments after the config's (a quick pass cuts the fit
+    short)."""
 
-    def __init__(self, archive: Path, work: Path, extra: list[str]) -> None:
+    def __init__(self, archive: Path, work: Path, extra: list[str], overlays: tuple[str, ...] = ()) -> None:
         self.archive, self.work, self.extra, self.fits = archive, work, extra, 0
+        self.overlays = overlays
         self.accuracy: float | None = None
         self.peak_mb = 0.0  # the largest process of any fit so far, its tokenizing workers included
 
@@ -33,8 +35,9 @@ class ColdFit(Timed):
             self.fits += 1
             root = self.work / f"fit{self.fits}"
             data_dir = archive_data_dir(self.archive, root / "data")
-            cmd = [sys.executable, "-m", "sentiment", "fit", *config_args(), "--data.data_dir", str(data_dir),
-                   "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *self.extra]
+            cmd = [sys.executable, "-m", "sentiment", "fit", *config_args(*self.overlays),
+                   "--data.data_dir", str(data_dir), "--trainer.default_root_dir", str(root),
+                   "--trainer.enable_progress_bar", "false", *self.extra]
             log = root / "fit.log"
             start = time.perf_counter()
             with open(log, "w") as out:
@@ -76,16 +79,18 @@ class OriginalEpochs(Timed):
         self.process.close()
 
 
-def bench_cold_fit(archive: Path, texts: list[str], labels: np.ndarray, report: Report, quick: bool) -> None:
-    """Two cold fits and two original epochs, in turns (one each, cut short, in a quick pass)."""
+def bench_cold_fit(archive: Path, texts: list[str], labels: np.ndarray, report: Report, quick: bool,
+                   overlay: str | None = None, bound: float = 3.0) -> None:
+    """Two cold fits and two original epochs, in turns (one each, cut short, in a quick pass; one each with an
+    ``overlay``, whose fit is a long one)."""
     ids, lengths, vocab_size = original_encode(texts)
     batch = ORIGINAL["data"]["batch_size"]
-    rounds = 1 if quick else 2
+    rounds = 1 if quick or overlay else 2
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "original.npz"
         np.savez(data_file, ids=ids, lengths=lengths, labels=labels, vocab_size=vocab_size)
         extra = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "2"] if quick else []
-        cold = ColdFit(archive, Path(tmp), extra)
+        cold = ColdFit(archive, Path(tmp), extra, (overlay,) if overlay else ())
         epochs = OriginalEpochs(data_file, 2 if quick else math.ceil(len(texts) / batch))
         try:
             epochs.warm_up(WARMUP_STEPS)
@@ -94,8 +99,9 @@ def bench_cold_fit(archive: Path, texts: list[str], labels: np.ndarray, report: 
             epochs.close()
     fit, epoch = cold.seconds / cold.seen, epochs.seconds / epochs.seen
     accuracy = "" if cold.accuracy is None else f", val/acc {100 * cold.accuracy:.2f}% (its best.ckpt)"
-    report.add("cold `sentiment fit --config configs/imdb.yaml`, the whole command (a data_dir holding only the "
-               "archive)", f"{fit:,.0f} s", "<= 3.0x one original epoch",
+    config = f"configs/{overlay or 'imdb.yaml'}"
+    report.add(f"cold `sentiment fit --config {config}`, the whole command (a data_dir holding only the "
+               "archive)", f"{fit:,.0f} s", f"<= {bound:g}x one original epoch",
                f"{fit / epoch:.2f}x one original epoch{accuracy}, peak memory {cold.peak_mb:,.0f} MB")
     report.add(f"  one epoch of the original recipe as it ran ({len(texts):,} reviews, batch {batch}, its own "
                "process; training steps only)", f"{epoch:,.1f} s", "", "the reference")
