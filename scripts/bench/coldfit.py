@@ -4,7 +4,6 @@ self-training one's, ``coldsemi``) against one epoch of the original project's r
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,13 @@ import numpy as np
 from bench.common import WARMUP_STEPS, Report, Timed, archive_data_dir, config_args, in_turns
 from bench.training import ORIGINAL, OriginalProcess, original_encode
 from sentiment.checkpoint import read_checkpoint
+
+
+# Runs a command and writes its peak memory (wait4's, the largest of it and its workers) to a file. A small process
+# starts the fit: Linux keeps the largest resident size a process has had across exec, and a child forked from this
+# benchmark's large process would report that.
+_PEAK = ("import os, subprocess, sys; fit = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(fit.pid, 0); "
+         "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(status))")
 
 
 class ColdFit(Timed):
@@ -38,17 +44,15 @@ class ColdFit(Timed):
             cmd = [sys.executable, "-m", "sentiment", "fit", *config_args(*self.overlays),
                    "--data.data_dir", str(data_dir), "--trainer.default_root_dir", str(root),
                    "--trainer.enable_progress_bar", "false", *self.extra]
-            log = root / "fit.log"
+            log, peak = root / "fit.log", root / "peak.txt"
             start = time.perf_counter()
             with open(log, "w") as out:
-                fit = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-                # wait4: this fit's own peak memory (and its workers'), not that of every process run so far
-                _, status, usage = os.wait4(fit.pid, 0)
+                fit = subprocess.run([sys.executable, "-c", _PEAK, str(peak), *cmd], stdout=out,
+                                     stderr=subprocess.STDOUT)
             seconds = time.perf_counter() - start
-            fit.returncode = os.waitstatus_to_exitcode(status)
             if fit.returncode:
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read_text()[-3000:]}")
-            self.peak_mb = max(self.peak_mb, usage.ru_maxrss / 1024)  # Linux counts KiB
+            self.peak_mb = max(self.peak_mb, int(peak.read_text()) / 1024)  # Linux counts KiB
             best = next(root.glob("lightning_logs/*/checkpoints/best.ckpt"), None)
             if best is not None:  # the score of the checkpoint the user gets
                 states = read_checkpoint(best).get("callbacks", {})
