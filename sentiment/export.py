@@ -63,6 +63,7 @@ def export(ckpt_path: str, output: str = "model.onnx") -> None:
     except ImportError:
         raise DataError("sentiment export needs the onnx package: pip install onnx") from None
     predictor = Predictor.from_checkpoint(ckpt_path, compute="float32-plain")  # the network as trained, traced
+    predictor.net.keep_inference_casts(False)  # the bag's padded form traces to plain ONNX gathers
     model = _Probabilities(predictor).eval()
     example = predictor.encoder.model_inputs(["an example review", "another"])
     inputs = [name for name in INPUTS if name in example]

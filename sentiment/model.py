@@ -151,11 +151,21 @@ class LinearBag(nn.Module):
         self.register_buffer("scale", torch.ones(size + 1, outputs))  # the log-count ratios, set from the data
         self.dropout = dropout
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, weighted: torch.Tensor | None = None) -> torch.Tensor:
+        """The bag's logits (B x outputs); ``weighted``: ``weighted_table()``, when the caller keeps one."""
+        if weighted is not None and not (self.training or torch.is_grad_enabled()):
+            present = ids > 0  # only the n-grams present, summed per review: no padding read
+            offsets = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+            torch.cumsum(present.sum(1)[:-1], 0, out=offsets[1:])
+            return F.embedding_bag(ids[present], weighted, offsets, mode="sum")
         terms = self.weight(ids) * F.embedding(ids, self.scale)  # B x M x outputs
         if self.training and self.dropout > 0:
             terms = terms * (torch.rand(ids.shape, device=ids.device) >= self.dropout).unsqueeze(-1)
         return terms.sum(1)
+
+    def weighted_table(self) -> torch.Tensor:
+        """What each n-gram adds to the logits when present (``scale * weight``; row 0, padding, is zero)."""
+        return (self.weight.weight * self.scale).detach()
 
 
 class SentimentNet(nn.Module):
@@ -236,9 +246,9 @@ class SentimentNet(nn.Module):
     def keep_inference_casts(self, keep: bool = True) -> None:
         """While kept, lookups under autocast without gradients read a copy of the embedding table in the
         autocast type. The recurrence casts the embeddings to that type anyway: the same numbers, with half the
-        bytes moved. The weights must not change meanwhile; ``train()`` drops the copies. `sentiment predict`
-        keeps them for its run."""
-        self._casts: dict[torch.dtype, torch.Tensor] | None = {} if keep else None
+        bytes moved. The bag without gradients reads one table of what each n-gram adds, not two. The weights must
+        not change meanwhile; ``train()`` drops the copies. `sentiment predict` keeps them for its run."""
+        self._casts: dict[torch.dtype | str, torch.Tensor] | None = {} if keep else None
 
     def train(self, mode: bool = True) -> SentimentNet:
         if mode:
@@ -272,8 +282,13 @@ class SentimentNet(nn.Module):
             return None
         if bag_ids is None:
             raise ValueError("this network has a bag of n-grams: pass bag_ids (TextEncoder.model_inputs gives them)")
+        weighted = None
+        if self._casts is not None and not torch.is_grad_enabled():
+            if "bag" not in self._casts:
+                self._casts["bag"] = self.linear_bag.weighted_table()
+            weighted = self._casts["bag"]
         with torch.autocast(bag_ids.device.type, enabled=False):
-            return self.linear_bag(bag_ids)
+            return self.linear_bag(bag_ids, weighted)
 
     def prepare(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Lengths clamped to [1, T]; while training, word dropout applied."""

@@ -232,7 +232,7 @@ class Predictor:
         k, binary, bag = self.labels.index(answer["label"]), len(self.labels) == 2, self.net.linear_bag
         # one logit for two classes, > 0 speaking for the second: its terms count against the first
         column, sign = (0, 1.0 if k else -1.0) if binary else (k, 1.0)
-        added = sign * (bag.weight.weight[:, column] * bag.scale[:, column]).detach().double().numpy()
+        added = sign * bag.weighted_table()[:, column].double().numpy()
         tokens = tokenize_bytes(text)
         shares = word_shares(tokens, self.encoder.ngrams, added)
         return {**answer, "method": "ngrams", "bag_logit": round(float(shares.sum()), 5),

@@ -100,6 +100,30 @@ def test_bag_logits_are_the_same_alone_or_beside_bigger_bags():
     torch.testing.assert_close(alone[0, 0], (bag.weight.weight[[3, 5], 0] * bag.scale[[3, 5], 0]).sum())
 
 
+def test_a_kept_bag_table_gives_the_padded_bags_logits_and_ends_with_training():
+    torch.manual_seed(0)
+    net = SentimentNet(vocab_size=20, embed_dim=4, hidden_dim=4, bag_size=12, num_classes=3).eval()
+    with torch.no_grad():
+        net.linear_bag.weight.weight[1:].normal_()
+        net.linear_bag.scale[1:].uniform_(0.5, 2)
+    # bags of every width, an empty one among them and one at the end: the sums must not run into each other
+    bags = torch.tensor([[3, 5, 0, 0], [0, 0, 0, 0], [1, 2, 4, 12], [7, 0, 0, 0], [0, 0, 0, 0]])
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            return net.bag_logits(bags)
+
+    padded = logits()
+    net.keep_inference_casts()
+    torch.testing.assert_close(logits(), padded)
+    assert "bag" in net._casts and torch.equal(padded[1], torch.zeros(3))
+    net.train()  # the weights may now change: the kept table goes
+    with torch.no_grad():
+        net.linear_bag.weight.weight[7] += 1.0
+    net.eval()
+    assert not torch.allclose(logits()[3], padded[3])
+
+
 def test_a_network_with_a_bag_asks_for_bag_ids():
     net = SentimentNet(vocab_size=20, embed_dim=4, hidden_dim=4, bag_size=5).eval()
     with pytest.raises(ValueError, match="pass bag_ids"):
