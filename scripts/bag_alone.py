@@ -27,6 +27,7 @@ from lightning.pytorch import seed_everything
 from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY, write_checkpoint
 from sentiment.cli import build_cli
 from sentiment.model import classification_loss
+from sentiment.selftrain import model_settings
 
 
 def train_bag(model, dm, epochs: int) -> torch.nn.Parameter:
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> None:
         student_data = dm.with_settings(pseudo_labels=str(teacher))
         student_data.prepare_data()
         seed_everything(config.seed_everything, workers=True)
-        student = type(model)(**{k: v for k, v in model.hparams.items() if not k.startswith("_")})
+        student = type(model)(**model_settings(model))
         train_bag(student, student_data, config.trainer.max_epochs)
 
 

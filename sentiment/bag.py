@@ -177,7 +177,9 @@ class NgramTable:
         shift, keys, ids = self._index
         at = (hashes >> shift).astype(np.int64)
         found = keys[at]
-        out = np.where(found == hashes, ids[at], 0)
+        out = np.zeros(len(hashes), dtype=np.int64)
+        hit = found == hashes
+        out[hit] = ids[at[hit]]
         pending = np.flatnonzero(found < hashes)  # a smaller hash holds the slot: this one may sit further on
         while len(pending):
             at[pending] += 1
@@ -193,11 +195,11 @@ class NgramTable:
         of plain integers, of fewer items."""
         words = tokens if isinstance(tokens, Words) else Words.of(tokens)
         ids, counts = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
+        id_bits = len(self).bit_length()
         for chunk in words.chunks():
             h, owner = chunk.ngrams(self.orders)
             found = self.lookup(h)
             known = found > 0
-            id_bits = len(self).bit_length()
             # by review, then id; in 32 bits where both fit (a batch's few hundred reviews): twice as fast to sort
             keys = (owner[known] << id_bits) | found[known]
             keys = np.sort(keys.astype(np.uint32) if id_bits + (len(chunk) - 1).bit_length() <= 32 else keys)
@@ -254,7 +256,7 @@ def _probing_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray, np.ndarra
     size = max(1 << bits, int(slots[-1]) + 1 if len(slots) else 0) + 1  # an empty slot ends every probe
     keys = np.full(size, np.uint64(2**64 - 1))  # never a hash: their low bits are zero
     keys[slots] = hashes
-    ids = np.zeros(size, dtype=np.int64)
+    ids = np.zeros(size, dtype=np.int32)  # an n-gram's id; a table holds fewer than 2**31
     ids[slots] = rank + 1
     return shift, keys, ids
 

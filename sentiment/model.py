@@ -10,6 +10,7 @@ masks padded steps. This is 2-3x faster on CPU than packed sequences, which give
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -255,14 +256,22 @@ class SentimentNet(nn.Module):
             self.keep_inference_casts(False)  # the weights are about to change
         return super().train(mode)
 
+    def _kept(self, key: torch.dtype | str, make: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+        """The kept copy named ``key``, made at its first use; None unless copies are kept and no gradients are
+        being taken (``keep_inference_casts``)."""
+        if self._casts is None or torch.is_grad_enabled():
+            return None
+        if key not in self._casts:
+            self._casts[key] = make()
+        return self._casts[key]
+
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         device = self.embedding.weight.device.type
-        if self._casts is None or torch.is_grad_enabled() or not torch.is_autocast_enabled(device):
+        if not torch.is_autocast_enabled(device):
             return self.embedding(ids)
         dtype = torch.get_autocast_dtype(device)
-        if dtype not in self._casts:
-            self._casts[dtype] = self.embedding.weight.detach().to(dtype)
-        return F.embedding(ids, self._casts[dtype], self.embedding.padding_idx)
+        table = self._kept(dtype, lambda: self.embedding.weight.detach().to(dtype))
+        return self.embedding(ids) if table is None else F.embedding(ids, table, self.embedding.padding_idx)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None,
                 return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
@@ -282,11 +291,7 @@ class SentimentNet(nn.Module):
             return None
         if bag_ids is None:
             raise ValueError("this network has a bag of n-grams: pass bag_ids (TextEncoder.model_inputs gives them)")
-        weighted = None
-        if self._casts is not None and not torch.is_grad_enabled():
-            if "bag" not in self._casts:
-                self._casts["bag"] = self.linear_bag.weighted_table()
-            weighted = self._casts["bag"]
+        weighted = self._kept("bag", self.linear_bag.weighted_table)
         with torch.autocast(bag_ids.device.type, enabled=False):
             return self.linear_bag(bag_ids, weighted)
 

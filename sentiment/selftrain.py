@@ -55,7 +55,7 @@ def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kw
     """Where the teacher of this recipe is cached: in its data's cache folder (``prepare_data()`` has run), under
     a key of the model's settings, the batches, the Trainer settings that change what is learnt, and the seed."""
     trainer = {k: v for k, v in {**TRAINER_DEFAULTS, **trainer_kwargs}.items() if k not in UNLEARNT_TRAINER_KEYS}
-    recipe = {"model": _settings(model), "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
+    recipe = {"model": model_settings(model), "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
               "trainer": trainer, "seed": seed}
     return data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"
 
@@ -86,7 +86,7 @@ def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwar
             rank_zero_info(f"Self-training: first a teacher on the labelled reviews alone, cached as {path}")
             if seed is not None:
                 L.seed_everything(seed, workers=True, verbose=False)
-            _fit_teacher(type(model)(**_settings(model)), data, trainer_kwargs, path)
+            _fit_teacher(type(model)(**model_settings(model)), data, trainer_kwargs, path)
     return data.with_settings(pseudo_labels=str(path))
 
 
@@ -109,6 +109,6 @@ def _fit_teacher(teacher: L.LightningModule, data: SentimentDataModule, trainer_
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _settings(model: L.LightningModule) -> dict[str, Any]:
+def model_settings(model: L.LightningModule) -> dict[str, Any]:
     """A model's settings: its hyperparameters, without those LightningCLI adds (``_instantiator``, ...)."""
     return {k: v for k, v in model.hparams.items() if not k.startswith("_")}

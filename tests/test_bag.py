@@ -59,6 +59,19 @@ def test_the_fast_table_and_encoding_follow_the_definition_across_chunks():
     assert np.array_equal(known, np.where(table.hashes[position] == hashes, position + 1, 0))  # a binary search's
 
 
+def test_a_table_too_large_for_32_bit_sort_keys_encodes_the_same_ngrams():
+    # 2,048 reviews a sort need 11 bits, and over 2**21 n-grams 22 more: the keys are sorted as 64-bit integers
+    rng = np.random.default_rng(1)
+    tokens = [[b"w%d" % i for i in rng.integers(0, 40, rng.integers(0, 30))] for _ in range(2100)]
+    small = NgramTable.build(Words.of(tokens), 3, 3)
+    filler = rng.integers(0, 2**63, 2**21, dtype=np.uint64) << np.uint64(1) & ~np.uint64(2**11 - 1)
+    large = NgramTable(np.unique(np.concatenate([small.hashes, filler])), 3)
+    assert len(large).bit_length() + 11 > 32
+    (small_ids, small_sizes), (large_ids, large_sizes) = small.encode(tokens), large.encode(tokens)
+    assert np.array_equal(large_sizes, small_sizes) and small_sizes.sum() > 0
+    assert np.array_equal(large.hashes[large_ids - 1], small.hashes[small_ids - 1])
+
+
 def test_log_count_ratios_are_nbsvms_for_two_classes():
     # n-grams 1..3; reviews: [1, 2] negative, [1, 3] positive, [3] positive
     ids, counts, classes = np.array([1, 2, 1, 3, 3]), np.array([2, 2, 1]), np.array([0, 1, 1])

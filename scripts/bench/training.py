@@ -18,6 +18,7 @@ from bench.common import CONFIGS, ROOT, Report, Timed, in_turns
 from sentiment.cli import SentimentCLI, default_precision
 from sentiment.batches import EncodedReviews, as_batch
 from sentiment.model import SentimentNet, adversarial_losses, classification_loss
+from sentiment.selftrain import model_settings
 
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
 ORIGINAL = yaml.safe_load((CONFIGS / "seed.yaml").read_text())  # the original project's recipe
@@ -76,7 +77,7 @@ def recipe_net(cli: SentimentCLI) -> SentimentNet:
 
 def settings(cli: SentimentCLI, **changes) -> dict:
     """The recipe's model settings (without the CLI's own ``_instantiator`` entry), with ``changes``."""
-    return {**{k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}, **changes}
+    return {**model_settings(cli.model), **changes}
 
 
 def recipe_loop(cli: SentimentCLI, precision: str = PRECISION, adversarial: float | None = None) -> PlainLoop:
