@@ -27,6 +27,7 @@ from lightning.pytorch import seed_everything
 from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY, write_checkpoint
 from sentiment.cli import build_cli
 from sentiment.model import classification_loss
+from sentiment.predictor import Predictor
 from sentiment.selftrain import model_settings
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> None:
     cli = build_cli(argv, run=False)
     model, dm, config = cli.model, cli.datamodule, cli.config
     if model.net.linear_bag is None:
-        raise SystemExit("the recipe has no bag: set --data.bag_ngrams")
+        raise SystemExit("the recipe has no bag: set --data.encoding.bag_ngrams")
     seed_everything(config.seed_everything, workers=True)
     bias = train_bag(model, dm, config.trainer.max_epochs)
     if not config.self_training:
@@ -93,7 +94,8 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = bag_checkpoint(model, dm, bias.detach(), Path(tmp) / "bag.ckpt")
         print("self-training: the bag alone labels the unlabelled reviews; a new bag learns from them", flush=True)
-        student_data = dm.with_settings(pseudo_labels=str(teacher))
+        student_data = dm.with_settings(unlabelled={"pseudo_labels": str(teacher)},
+                                        labeller=Predictor.from_checkpoint(teacher))
         student_data.prepare_data()
         seed_everything(config.seed_everything, workers=True)
         student = type(model)(**model_settings(model))

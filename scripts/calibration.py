@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_class_arguments(SentimentDataModule, "data")
     parser.add_argument("--snippet", type=int, default=20, help="tokens of a short snippet")
     args = parser.parse_args(argv)
-    reviews, classes, _ = SentimentDataModule(**vars(args.data)).read_splits()
+    reviews, classes, _ = SentimentDataModule(**vars(args.data)).corpus.read_splits()
     predictor = Predictor.from_checkpoint(args.ckpt_path, threads=1)
     texts, labels = reviews["val"].texts, torch.from_numpy(classes["val"])
     report("validation", logits_of(predictor, texts), labels, predictor.temperature)

@@ -3,7 +3,7 @@
 the Accuracy tables in BENCHMARKS.md (scikit-learn, a benchmark-only dependency).
 
     python scripts/reference.py --data.data_dir data                          # IMDb, positive / negative
-    python scripts/reference.py --data.data_dir data --data.target rating     # IMDb's star ratings
+    python scripts/reference.py --data.data_dir data --data.encoding.target rating     # IMDb's star ratings
     python scripts/reference.py --data.train_file train.csv --data.test_file test.csv
 
 The data options are `sentiment fit`'s own (`--data.*`, configs with --config): the reviews, the label set and
@@ -30,8 +30,8 @@ from sentiment.text import tokenize, truncate
 
 def documents(dm: SentimentDataModule, max_length: int) -> tuple[dict[str, tuple[list[str], np.ndarray]], tuple]:
     """Each split's reviews as the space-joined tokens the model reads, with their classes; and the labels."""
-    hp = dm.hparams
-    reviews, classes, reader = dm.read_splits()
+    hp = dm.encoding
+    reviews, classes, reader = dm.corpus.read_splits()
     keep = max_length or None
     return {split: ([" ".join(truncate(tokenize(t), keep, hp.truncation) if keep else tokenize(t))
                      for t in reviews[split].texts], classes[split]) for split in reviews}, reader.labels

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_reviews", type=int, default=9232, help="training reviews kept (seeded)")
     args = parser.parse_args(argv)
     dm = SentimentDataModule(**vars(args.data))
-    reviews, classes, reader = dm.read_splits()
-    keep = np.sort(np.random.default_rng(args.data.seed).permutation(len(classes["train"]))[: args.train_reviews])
+    reviews, classes, reader = dm.corpus.read_splits()
+    keep = np.sort(np.random.default_rng(dm.encoding.seed).permutation(len(classes["train"]))[: args.train_reviews])
     args.output.mkdir(parents=True, exist_ok=True)
     for name, split, rows in (("train", "train", keep), ("test", "val", np.arange(len(classes["val"])))):
         with open(args.output / f"{name}.csv", "w", newline="", encoding="utf-8") as f:

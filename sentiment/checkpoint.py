@@ -7,6 +7,7 @@ in about the time of ``import torch``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import pickle
@@ -20,6 +21,7 @@ from sentiment.errors import DataError
 from sentiment.io import atomic_open
 from sentiment.labels import BINARY
 from sentiment.model import SentimentNet
+from sentiment.settings import GROUPS, Encoding
 from sentiment.text import TextEncoder
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
@@ -91,3 +93,24 @@ def load_text_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike = "
         raise DataError(f"{path}: this checkpoint has no vocabulary (it was saved without a data module); "
                         "checkpoints written by `sentiment fit` carry one")
     return TextEncoder.from_dict(checkpoint[ENCODER_KEY])
+
+
+def load_data_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The data module's settings a checkpoint's model was trained with, each group (``encoding``, ...) a dict of its
+    settings. Checkpoints written before the groups existed kept every setting at the top: they are read into their
+    groups here, the one place that knows the old layout."""
+    saved = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    settings = {key: value for key, value in saved.items() if not key.startswith("_")}
+    for name, cls in GROUPS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        group = dict(saved.get(name) or {})
+        for key in fields & saved.keys():
+            group.setdefault(key, settings.pop(key))
+        settings[name] = group
+    settings["encoding"] = Encoding.from_dict(settings["encoding"]).to_dict()  # what older settings meant
+    return settings
+
+
+def load_encoding(checkpoint: Mapping[str, Any]) -> Encoding:
+    """How the checkpoint's model turned text into input (its data module's ``encoding``)."""
+    return Encoding.from_dict(load_data_settings(checkpoint)["encoding"])

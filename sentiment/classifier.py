@@ -256,7 +256,7 @@ class SentimentClassifier(L.LightningModule):
                 embedding = self.net.embedding.weight
                 if vectors.shape != tuple(embedding.shape):
                     raise DataError(f"the word vectors have {vectors.shape[1]} dimensions but the model's embedding "
-                                    f"{embedding.shape[1]}: set --data.word_vectors and --model.embed_dim alike")
+                                    f"{embedding.shape[1]}: set --data.unlabelled.word_vectors and --model.embed_dim alike")
                 with torch.no_grad():
                     embedding.copy_(torch.from_numpy(vectors))
             if stage == "fit" and self.hparams.class_weights == "balanced":

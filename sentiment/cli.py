@@ -23,20 +23,22 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
-from sentiment.checkpoint import read_checkpoint
+from sentiment.checkpoint import load_data_settings, load_encoding, read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
-from sentiment.data import BEFORE_SETTING, ENCODING_KEYS, LABEL_KEYS, SentimentDataModule
+from sentiment.data import SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.selftrain import check_self_training, self_train
+from sentiment.settings import Encoding
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+FROM_CHECKPOINT = ("validate", "test", "predict")  # subcommands that evaluate or run a trained model
 # Subcommands that work from a checkpoint alone, without a Trainer: their module and function
 AFTER_TRAINING = {"serve": ("sentiment.serve", "serve"), "export": ("sentiment.export", "export")}
-# `validate` and `test` take these data settings from the checkpoint unless given: the encoding settings must then
-# agree with it; the others may name new data.
-CKPT_DATA_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file", "label_column", "test_file", "val_file")
-AGREEING_KEYS = (*ENCODING_KEYS, *LABEL_KEYS, "train_file")
+# `validate` and `test` take these data settings from the checkpoint unless given: the training data and how its
+# reviews were encoded must then agree with it (the whole `encoding` at once); the others may name new data.
+AGREEING_KEYS = ("train_file", "text_column", "encoding")
+CKPT_DATA_KEYS = (*AGREEING_KEYS, "label_column", "test_file", "val_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
 # `sentiment fit` alone, and any config, runs it unless told otherwise
 RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 3, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
@@ -64,23 +66,48 @@ class _NoAdvertisements(logging.Filter):
         return not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
+def prepared(data: SentimentDataModule) -> SentimentDataModule:
+    """``data`` with ``prepare_data()`` run (download, tokenize, cache), here rather than inside ``Trainer.fit``,
+    because the model cannot be built before it; with ``--data.unlabelled.pseudo_labels``, the model named there
+    labels the unlabelled reviews."""
+    path = data.unlabelled.pseudo_labels
+    if path and data.labeller is None:
+        from sentiment.predictor import Predictor
+
+        data.labeller = Predictor.from_checkpoint(path)
+    data.prepare_data()  # the second time, this only finds the cache
+    return data
+
+
 def prepared_vocab_size(data: SentimentDataModule) -> int:
-    """The vocabulary size the model is built for: ``prepare_data()`` (download, tokenize, cache) runs first, here
-    rather than inside ``Trainer.fit``, because the model cannot be built before it."""
-    data.prepare_data()
-    return data.vocab_size
+    """The vocabulary size the model is built for."""
+    return prepared(data).vocab_size
 
 
 def prepared_labels(data: SentimentDataModule) -> list[str]:
-    """The classes the model is built for, as ``prepare_data()`` found them (it has run: the link above)."""
-    data.prepare_data()  # the cache is there: this only finds it
-    return data.label_names
+    """The classes the model is built for, as ``prepare_data()`` found them."""
+    return prepared(data).label_names
 
 
 def prepared_bag_size(data: SentimentDataModule) -> int:
     """The n-grams of the bag the model is built for (0: none), as ``prepare_data()`` counted them."""
-    data.prepare_data()  # the cache is there: this only finds it
-    return data.bag_size
+    return prepared(data).bag_size
+
+
+def model_settings(checkpoint: dict) -> dict[str, Any]:
+    """The model's arguments among a checkpoint's hyperparameters (not LightningCLI's own ``_instantiator``)."""
+    return {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+
+
+def _option_value(argv: list[str], option: str) -> str | None:
+    """The value given to ``option`` on a command line (``--option V`` or ``--option=V``; the last one wins)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg[len(option) + 1:]
+    return value
 
 
 def default_precision() -> str:
@@ -100,32 +127,41 @@ def check_writable(folder: Path, what: str) -> None:
 
 class SentimentCLI(LightningCLI):
     """``LightningCLI`` with the data module's vocabulary linked into the model, checkpoints by ``val/acc``,
-    TensorBoard logging and a CSV prediction writer."""
+    TensorBoard logging and a CSV prediction writer.
+
+    Only LightningCLI's documented hooks are used (``subcommands``, ``add_arguments_to_parser``,
+    ``parse_arguments``, ``before_*``, ``instantiate_trainer``): a new Lightning release keeps them.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = kwargs.get("args")
         argv = sys.argv[1:] if argv is None else argv
+        argv = list(argv) if isinstance(argv, (list, tuple)) else []
         # `sentiment predict ...` builds only its own subcommand's parser: the other three took 0.1 s of the
         # 0.25 s from arguments to a running Trainer. `sentiment --help` (no subcommand first) gets all four.
-        first = argv[0] if isinstance(argv, (list, tuple)) and argv else None
-        self._only_subcommand = first if first in LightningCLI.subcommands() else None
-        super().__init__(*args, **kwargs)
+        first = argv[0] if argv else None
+        self.only_subcommand = first if first in LightningCLI.subcommands() else None
+        # validate, test and predict work from a checkpoint: read once, here, before the parser is built, so that
+        # its data settings become the defaults that a config or the command line may still override
+        self.checkpoint: dict | None = None
+        self.checkpoint_path = _option_value(argv, "--ckpt_path")
+        if self.only_subcommand in FROM_CHECKPOINT and self.checkpoint_path not in (None, *SPECIAL_CKPT_PATHS):
+            self.checkpoint = read_checkpoint(self.checkpoint_path)
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        for name in self.subcommands():  # add_arguments_to_parser knows each subcommand's parser by its name
+            parser_kwargs[name] = {**parser_kwargs.get(name, {}), "prog": f"sentiment {name}"}
+        super().__init__(*args, parser_kwargs=parser_kwargs, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
         every = LightningCLI.subcommands()
-        only = getattr(self, "_only_subcommand", None)
+        only = getattr(self, "only_subcommand", None)
         return {only: every[only]} if only else every
 
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        self._building = subcommand  # add_arguments_to_parser below adds per-subcommand arguments
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "predict":
-            # predictions go to the CSV writer as they are made; keeping them all would grow memory
-            parser.set_defaults({"return_predictions": False, "trainer.logger": False})
-        return parser
-
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        subcommand = getattr(self, "_building", "fit")
+        # each subcommand's parser is named `sentiment <subcommand>` (parser_kwargs); without subcommands
+        # (build_cli(run=False)), the parser is fit's
+        subcommand = parser.prog.rsplit(" ", 1)[-1]
+        subcommand = subcommand if subcommand in LightningCLI.subcommands() else "fit"
         if subcommand == "fit":
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
@@ -138,7 +174,7 @@ class SentimentCLI(LightningCLI):
                                 help="Learn from IMDb's 50,000 unlabelled reviews: this fit's recipe first trains a "
                                      "teacher on the labelled reviews alone (cached under data_dir: later fits "
                                      "reuse it); the unlabelled reviews it labels with at least "
-                                     "--data.pseudo_confidence then join this fit's training split.")
+                                     "--data.unlabelled.pseudo_confidence then join this fit's training split.")
             # Other subcommands read the model's size from the checkpoint instead.
             parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
             parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
@@ -146,54 +182,68 @@ class SentimentCLI(LightningCLI):
             parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+            parser.set_defaults({"trainer.logger": False})  # predicting logs nothing
         if subcommand in ("fit", "predict"):  # validate and test have Trainer's own --verbose, which does both
             parser.add_argument("--verbose", action="store_true",
                                 help="Show the full traceback of an error instead of one line "
                                      "(or set SENTIMENT_DEBUG=1).")
+        if subcommand in ("validate", "test") and self.checkpoint is not None:
+            saved = load_data_settings(self.checkpoint)
+            parser.set_defaults({f"data.{key}": saved[key] for key in CKPT_DATA_KEYS if key in saved})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            ckpt_path = self.config[subcommand].get("ckpt_path")
-            if subcommand != "fit" and not ckpt_path:
-                raise DataError(f"`sentiment {subcommand}` needs a trained model: pass --ckpt_path "
-                                "(e.g. lightning_logs/version_0/checkpoints/best.ckpt)")
-            if subcommand == "fit" and ckpt_path == "last":
-                self._resume_last()
-                ckpt_path = self.config.fit.ckpt_path
-            if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
-                self._checkpoint = read_checkpoint(ckpt_path)  # the one read of the file
-                if subcommand in ("validate", "test"):
-                    self._data_settings_from(self._checkpoint, parser, args)
-
-    def _parse_ckpt_path(self) -> None:
-        """The model's settings from the checkpoint already read (Lightning's own version reads the file again)."""
-        checkpoint = getattr(self, "_checkpoint", None)
-        if checkpoint is None:
+        if not subcommand:
             return
-        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "_instantiator"}
-        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if subcommand != "fit" and not ckpt_path:
+            raise DataError(f"`sentiment {subcommand}` needs a trained model: pass --ckpt_path "
+                            "(e.g. lightning_logs/version_0/checkpoints/best.ckpt)")
+        if subcommand == "fit":
+            if ckpt_path == "last":
+                self._resume_last()
+            elif ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
+                read_checkpoint(ckpt_path)  # a bad file is a one-line error before Lightning reads it
+            return  # resuming: Lightning reads the model's settings and restores the run from the file
+        if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
+            self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
+        if subcommand in ("validate", "test"):
+            self.check_data_agrees(config.data)
+        # The model as the checkpoint built it. The weights are loaded from the file already read (before_*), so
+        # the Trainer is given no path to read it again.
+        self.config = parser.parse_object({subcommand: {"model": model_settings(self.checkpoint)}}, self.config)
+        self.config[subcommand].ckpt_path = None
 
-    def before_predict(self) -> None:
-        """The weights and text encoder from the checkpoint already read; the Trainer need not read it again."""
-        self.model.load_state_dict(self._checkpoint["state_dict"])
-        self.model.on_load_checkpoint(self._checkpoint)
-        self.config_init.predict.ckpt_path = None
-
-    def _data_settings_from(self, checkpoint: dict, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse again with the checkpoint's data settings as the defaults, so that a setting given in a config or
-        on the command line still wins; one that would encode reviews otherwise than training did is refused."""
-        saved = {**BEFORE_SETTING, **(checkpoint.get("datamodule_hyper_parameters") or {})}
-        subcommand = self.config.subcommand
-        self._subcommand_parsers[subcommand].set_defaults(
-            {f"data.{key}": saved[key] for key in CKPT_DATA_KEYS if key in saved})
-        super().parse_arguments(parser, args)
-        data = self.config[subcommand].data
+    def check_data_agrees(self, data: Namespace) -> None:
+        """Refuse, in one line, data that would be read otherwise than the checkpoint's model was trained on."""
+        saved = load_data_settings(self.checkpoint)
         for key in AGREEING_KEYS:
-            if key in saved and data[key] != saved[key]:
+            if key == "encoding":
+                differences = Encoding.from_dict(data.encoding.as_dict()).differences(load_encoding(self.checkpoint))
+                if differences:
+                    raise DataError(f"--data.encoding differs from the checkpoint's: {'; '.join(differences)}; the "
+                                    "model reads reviews as it was trained: leave --data.encoding out")
+            elif key in saved and data[key] != saved[key]:
                 raise DataError(f"--data.{key} {data[key]} differs from the checkpoint's {saved[key]}: the model reads "
                                 f"reviews as it was trained; leave --data.{key} out")
+
+    def _load_checkpoint(self) -> None:
+        """The weights, text encoder and temperature of the checkpoint already read."""
+        self.model.load_state_dict(self.checkpoint["state_dict"])
+        self.model.on_load_checkpoint(self.checkpoint)
+
+    def before_validate(self) -> None:
+        self._load_checkpoint()
+
+    def before_test(self) -> None:
+        self._load_checkpoint()
+
+    def before_predict(self) -> None:
+        self._load_checkpoint()
+        # predictions go to the CSV writer as they are made; keeping them all would grow memory
+        self.config_init.predict.return_predictions = False
 
     def _resume_last(self) -> None:
         """``fit --ckpt_path last``: continue the newest run's ``last.ckpt``, logging into the same version."""
@@ -205,6 +255,7 @@ class SentimentCLI(LightningCLI):
         # resuming writes into the run's own, non-empty checkpoint folder on purpose
         warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(str(last.parent))} exists")
         self.config.fit.ckpt_path = str(last)
+        read_checkpoint(last)
         self._resume_version = int(last.parent.parent.name.removeprefix("version_"))
 
     def before_instantiate_classes(self) -> None:
@@ -226,7 +277,7 @@ class SentimentCLI(LightningCLI):
             check_writable(Path(trainer.default_root_dir or os.getcwd()), "logs and checkpoints")
             check_writable(Path(config.data.data_dir), "the data cache")
         if self.subcommand == "fit" and config.self_training:  # before any work: what it cannot do
-            check_self_training(config.data.pseudo_labels, config.trainer)
+            check_self_training(config.data.unlabelled.pseudo_labels, config.trainer)
 
     def before_fit(self) -> None:
         """With ``--self_training``, the teacher first (``sentiment.selftrain``): the student learns from the data

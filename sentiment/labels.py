@@ -1,6 +1,6 @@
 """Label sets: which classes a training file has, in which order, and each review's class.
 
-A label set is a tuple of names. It is read from the training split (or given with ``--data.labels``) and
+A label set is a tuple of names. It is read from the training split (or given with ``--data.encoding.labels``) and
 travels in checkpoints as a plain list, so a trained model answers with the names it was trained on.
 
 Order: numbers numerically (star ratings stay in rating order); the polarity words in their natural order

@@ -2,7 +2,7 @@
 sure of join the student's training split.
 
     L.seed_everything(42)
-    dm = SentimentDataModule(data_dir="data", word_vectors=128)
+    dm = SentimentDataModule(data_dir="data", unlabelled={"word_vectors": 128})
     dm.prepare_data()
     model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, bag_size=dm.bag_size)
     trainer_kwargs = {"max_epochs": 3, "accelerator": "cpu", "gradient_clip_val": 1.0}
@@ -27,8 +27,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 
-from sentiment.data import SentimentDataModule, settings_digest
+from sentiment.data import SentimentDataModule
+from sentiment.settings import settings_digest
 from sentiment.errors import DataError
+from sentiment.predictor import Predictor
 
 # Trainer settings that do not change what a fit learns: left out of the teacher's cache key, and the teacher's
 # Trainer sets them itself (it logs nothing and keeps its best checkpoint only)
@@ -41,13 +43,14 @@ TRAINER_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).parame
 def check_self_training(pseudo_labels: str | None, trainer_kwargs: Mapping[str, Any]) -> None:
     """Refuse, in one line, what self-training cannot do: another labelling model, several processes."""
     if pseudo_labels:
-        raise DataError(f"--data.pseudo_labels {pseudo_labels}: self-training labels the unlabelled reviews with a "
-                        "teacher of its own; leave out --data.pseudo_labels (or self-training, to learn from the model "
+        raise DataError(f"--data.unlabelled.pseudo_labels {pseudo_labels}: self-training labels the unlabelled reviews "
+                        "with a teacher of its own; leave out --data.unlabelled.pseudo_labels (or self-training, to "
+                        "learn from the model "
                         "given there)")
     settings = {**TRAINER_DEFAULTS, **trainer_kwargs}
     if settings["num_nodes"] != 1 or str(settings["devices"]) not in ("auto", "1"):
         raise DataError("self-training trains its teacher in this process first: run it with one device on one "
-                        "node, or pass the teacher's checkpoint to a distributed fit as --data.pseudo_labels")
+                        "node, or pass the teacher's checkpoint to a distributed fit as --data.unlabelled.pseudo_labels")
 
 
 def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kwargs: Mapping[str, Any],
@@ -55,7 +58,8 @@ def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kw
     """Where the teacher of this recipe is cached: in its data's cache folder (``prepare_data()`` has run), under
     a key of the model's settings, the batches, the Trainer settings that change what is learnt, and the seed."""
     trainer = {k: v for k, v in {**TRAINER_DEFAULTS, **trainer_kwargs}.items() if k not in UNLEARNT_TRAINER_KEYS}
-    recipe = {"model": model_settings(model), "data": {k: data.hparams[k] for k in ("batch_size", "min_epoch_size")},
+    recipe = {"model": model_settings(model),
+              "data": {"batch_size": data.loader.batch_size, "min_epoch_size": data.loader.min_epoch_size},
               "trainer": trainer, "seed": seed}
     return data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"
 
@@ -78,7 +82,7 @@ def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwar
         seed: the fit's seed (``L.seed_everything``).
     """
     trainer_kwargs = dict(trainer_kwargs or {})
-    check_self_training(data.hparams.pseudo_labels, trainer_kwargs)
+    check_self_training(data.unlabelled.pseudo_labels, trainer_kwargs)
     with isolate_rng():
         data.prepare_data()  # the labelled reviews encoded (and their word vectors): the teacher's key needs them
         path = teacher_path(model, data, trainer_kwargs, seed)
@@ -87,7 +91,8 @@ def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwar
             if seed is not None:
                 L.seed_everything(seed, workers=True, verbose=False)
             _fit_teacher(type(model)(**model_settings(model)), data, trainer_kwargs, path)
-    return data.with_settings(pseudo_labels=str(path))
+    # the teacher labels the unlabelled reviews as a Predictor: the data room needs nothing of inference
+    return data.with_settings(unlabelled={"pseudo_labels": str(path)}, labeller=Predictor.from_checkpoint(path))
 
 
 def _fit_teacher(teacher: L.LightningModule, data: SentimentDataModule, trainer_kwargs: dict[str, Any],

@@ -163,8 +163,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     train = write_csv(root / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
     test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
-    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.min_epoch_size", "0",
-            "--data.data_dir", str(root / "data"), "--data.batch_size", "32", "--data.min_freq", "1",
+    args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.loader.min_epoch_size", "0",
+            "--data.data_dir", str(root / "data"), "--data.loader.batch_size", "32", "--data.encoding.min_freq", "1",
             "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
             "--trainer.max_epochs", "8", "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
@@ -190,8 +190,9 @@ def three(tmp_path_factory):
     train = write_csv(root / "train.csv", make_polar_reviews(900))
     test = write_csv(root / "test.csv", make_polar_reviews(90, seed=5))
     assert run_cli("fit", "--config", str(CONFIGS / "imdb.yaml"), "--data.train_file", str(train),
-                   "--data.test_file", str(test), "--data.data_dir", str(root / "data"), "--data.min_freq", "1",
-                   "--data.min_epoch_size", "0", "--model.hidden_dim", "16", "--model.embed_dim", "16",
+                   "--data.test_file", str(test), "--data.data_dir", str(root / "data"), "--data.encoding.min_freq",
+                   "1",
+                   "--data.loader.min_epoch_size", "0", "--model.hidden_dim", "16", "--model.embed_dim", "16",
                    "--model.adversarial", "0", "--trainer.max_epochs", "8", "--trainer.log_every_n_steps", "5",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt", "test": test}
@@ -210,8 +211,9 @@ def make_buried_reviews(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-BAG_FIT = ["--data.min_epoch_size", "0", "--data.min_freq", "1", "--data.max_length", "16",
-           "--data.bag_min_count", "1", "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.adversarial", "0",
+BAG_FIT = ["--data.loader.min_epoch_size", "0", "--data.encoding.min_freq", "1", "--data.encoding.max_length", "16",
+           "--data.encoding.bag_min_count", "1", "--model.hidden_dim", "8", "--model.embed_dim", "8",
+           "--model.adversarial", "0",
            "--model.lr", "0.01", "--model.bag_lr", "0.05", "--trainer.max_epochs", "6",
            "--trainer.enable_progress_bar", "false"]
 
@@ -222,7 +224,8 @@ def bagged(tmp_path_factory):
     root = tmp_path_factory.mktemp("bagged")
     train = write_csv(root / "train.csv", make_buried_reviews(400))
     test = write_csv(root / "test.csv", make_buried_reviews(80, seed=5))
-    assert run_cli("fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.bag_ngrams", "2",
+    assert run_cli("fit", "--data.train_file", str(train), "--data.test_file", str(test),
+                   "--data.encoding.bag_ngrams", "2",
                    "--data.data_dir", str(root / "data"), "--trainer.default_root_dir", str(root), *BAG_FIT) == 0
     return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt",
             "train": train, "test": test}

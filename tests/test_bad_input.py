@@ -88,7 +88,7 @@ def _predict_peak_rss_mb(trained, path, out):
             "try:\n    cli_main(sys.argv[1:])\nfinally:\n"
             "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, "predict", "--ckpt_path", str(trained["best"]),
-                           "--data.predict_file", str(path), "--data.predict_batch_size", "4096",
+                           "--data.predict_file", str(path), "--data.loader.predict_batch_size", "4096",
                            "--prediction_writer.output_path", str(out), "--trainer.enable_progress_bar", "false"],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -146,15 +146,17 @@ def test_a_network_with_a_bag_asks_for_bag_ids():
 def test_a_batch_carries_every_ngram_of_each_whole_review(tmp_path):
     rows = make_buried_reviews(40)
     train = write_csv(tmp_path / "train.csv", rows)
-    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), max_length=16, min_freq=1,
-                             bag_ngrams=2, bag_min_count=1, val_fraction=0.25, batch_size=8)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train),
+                             encoding={"max_length": 16, "min_freq": 1, "bag_ngrams": 2, "bag_min_count": 1,
+                                       "val_fraction": 0.25},
+                             loader={"batch_size": 8})
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.bag_size == len(dm.ngrams) > 0 and dm.bag_ratios.shape == (dm.bag_size + 1, 1)
+    assert dm.bag_size == len(dm.text_encoder.ngrams) > 0 and dm.bag_ratios.shape == (dm.bag_size + 1, 1)
     batch = next(iter(dm.val_dataloader()))
     assert batch["input_ids"].shape[1] == 16  # the network reads 16 tokens of each 61-word review
-    val = dm.read_splits()[0]["val"].texts[:8]
-    expected_ids, expected_counts = dm.ngrams.encode([tokenize_bytes(t) for t in val])
+    val = dm.corpus.read_splits()[0]["val"].texts[:8]
+    expected_ids, expected_counts = dm.text_encoder.ngrams.encode([tokenize_bytes(t) for t in val])
     bags = batch["bag_ids"]
     assert (bags > 0).sum(1).tolist() == expected_counts.tolist()
     assert bags[bags > 0].tolist() == expected_ids.tolist()
@@ -163,7 +165,7 @@ def test_a_batch_carries_every_ngram_of_each_whole_review(tmp_path):
     assert not set(dm.vocab.encode(buried)) & set(batch["input_ids"].flatten().tolist())
     verdicts = [w for w in buried if w in {"great", "awful", "superb", "dull", "bad", "fun"}]
     assert verdicts  # these are in the table: in their reviews' bags
-    words = set(dm.ngrams.lookup(review_hashes([[w.encode()] for w in verdicts], 1)[0]).tolist())
+    words = set(dm.text_encoder.ngrams.lookup(review_hashes([[w.encode()] for w in verdicts], 1)[0]).tolist())
     assert 0 not in words and words <= set(bags.flatten().tolist())
 
 
@@ -173,7 +175,7 @@ def test_the_bag_reads_the_verdict_that_truncation_cuts_and_turns_off_with_bag_n
 
     assert _events_acc(bagged["root"]) > 0.9
     root = tmp_path / "off"
-    assert run_cli("fit", "--data.train_file", str(bagged["train"]), "--data.bag_ngrams", "0",
+    assert run_cli("fit", "--data.train_file", str(bagged["train"]), "--data.encoding.bag_ngrams", "0",
                    "--data.data_dir", str(tmp_path / "data"), "--trainer.default_root_dir", str(root), *BAG_FIT) == 0
     assert _events_acc(root) < 0.75  # the 16 tokens read hold no verdict
     assert torch.load(root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt",
@@ -197,11 +199,12 @@ def test_a_bag_model_answers_raw_text_as_sentiment_predict_and_its_batches_do(ba
     assert np.mean([a["label"][:3] == y for a, y in zip(answers, truth)]) > 0.9
     # the cached batches (the data module's encoding) give the logits of raw text (the predictor's)
     dm = SentimentDataModule(data_dir=str(bagged["root"] / "data"), train_file=str(bagged["train"]),
-                             test_file=str(bagged["test"]), max_length=16, min_freq=1, bag_ngrams=2, bag_min_count=1)
+                             test_file=str(bagged["test"]),
+                             encoding={"max_length": 16, "min_freq": 1, "bag_ngrams": 2, "bag_min_count": 1})
     dm.prepare_data()
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
-    raw = predictor.encoder.model_inputs(dm.read_splits()[0]["test"].texts[: len(batch["lengths"])])
+    raw = predictor.encoder.model_inputs(dm.corpus.read_splits()[0]["test"].texts[: len(batch["lengths"])])
     for key in ("input_ids", "lengths", "bag_ids"):
         assert torch.equal(raw[key], batch[key]), key
     explained = predictor.explain(texts[0])
@@ -253,7 +256,7 @@ def test_a_three_class_bag_model_learns_and_explains_toward_its_label(tmp_path):
                y) for t, y in rows]
     train = write_csv(tmp_path / "train.csv", buried)
     root = tmp_path / "fit"
-    assert run_cli("fit", "--data.train_file", str(train), "--data.bag_ngrams", "1", "--data.data_dir",
+    assert run_cli("fit", "--data.train_file", str(train), "--data.encoding.bag_ngrams", "1", "--data.data_dir",
                    str(tmp_path / "data"), "--trainer.default_root_dir", str(root), *BAG_FIT) == 0
     from conftest import _events_acc
 

@@ -33,7 +33,7 @@ def test_benchmark_refuses_a_missing_archive(tmp_path):
 def test_the_accuracy_references_run_on_the_projects_own_split(trained, tmp_path):
     scripts = SCRIPT.parent
     data = ["--data.train_file", str(trained["root"] / "train.csv"), "--data.test_file", str(trained["test"]),
-            "--data.data_dir", str(tmp_path / "d"), "--data.min_freq", "1"]
+            "--data.data_dir", str(tmp_path / "d"), "--data.encoding.min_freq", "1"]
     out = subprocess.run([sys.executable, str(scripts / "reference.py"), *data, "--C", "4"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -60,7 +60,7 @@ def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, 
     reviews = ["A wonderful, brilliant film.", "", "Terrible and boring.", "superb fun"] * 30
     (tmp_path / "new.txt").write_text("\n".join(reviews) + "\n")
     code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", "new.txt",
-                   "--data.predict_batch_size", "16", "--prediction_writer.output_path", "out/preds.csv",
+                   "--data.loader.predict_batch_size", "16", "--prediction_writer.output_path", "out/preds.csv",
                    "--trainer.enable_progress_bar", "false")
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "preds.csv")))
@@ -112,14 +112,21 @@ def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=400, movies=40)
-    assert run_cli("fit", "--data.data_dir", str(data_dir), "--data.min_freq", "1", "--data.val_by_movie", "false",
-                   "--data.min_epoch_size", "0", "--model.hidden_dim", "8", "--model.embed_dim", "8",
+    assert run_cli("fit", "--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1",
+                   "--data.encoding.val_by_movie", "false",
+                   "--data.loader.min_epoch_size", "0", "--model.hidden_dim", "8", "--model.embed_dim", "8",
                    "--model.adversarial", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
                    str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
     run = tmp_path / "lightning_logs" / "version_0"
     (logged,) = [e.value for e in _events(run).Scalars("val/loss")]
     old = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    del old["datamodule_hyper_parameters"]["val_by_movie"]
+    # and in the layout of their time: every data setting at the top, none in groups
+    saved = old["datamodule_hyper_parameters"]
+    flat = {key: value for key, value in saved.items() if not isinstance(value, dict)}
+    for group in ("encoding", "unlabelled", "loader", "imdb"):
+        flat.update(saved[group])
+    del flat["val_by_movie"]
+    old["datamodule_hyper_parameters"] = flat
     torch.save(old, tmp_path / "old.ckpt")
     best = run / "checkpoints" / "best.ckpt"
     for ckpt, root in ((tmp_path / "old.ckpt", tmp_path / "old"), (best, tmp_path / "new")):
@@ -128,20 +135,21 @@ def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random
         (loss,) = [e.value for e in _events(root / "lightning_logs" / "version_0").Scalars("val/loss")]
         assert loss == pytest.approx(logged, abs=1e-5)
     assert run_cli("validate", "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.data_dir", str(data_dir),
-                   "--data.val_by_movie", "true", "--trainer.default_root_dir", str(tmp_path / "by_movie"),
+                   "--data.encoding.val_by_movie", "true", "--trainer.default_root_dir", str(tmp_path / "by_movie"),
                    "--trainer.enable_progress_bar", "false") == 1  # another split than training's: refused
 
 
-@pytest.mark.parametrize("option, value", [("--data.max_size", "10"),
-                                           ("--data.min_freq", "2")])  # 2 is the default: given all the same
-def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp_path, capsys, option, value):
+@pytest.mark.parametrize("option, value, saved", [("--data.encoding.max_size", "10", "30000"),
+                                                  ("--data.encoding.min_freq", "2", "1")])  # 2: the default, given
+def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp_path, capsys, option, value, saved):
     code = run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(tmp_path / "data"),
                    "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
                    option, value)
     assert code == 1
-    saved = torch.load(trained["best"], weights_only=True)["datamodule_hyper_parameters"][option.split(".")[-1]]
-    assert capsys.readouterr().err == (f"error: {option} {value} differs from the checkpoint's {saved}: the model "
-                                       f"reads reviews as it was trained; leave {option} out\n")
+    name = option.split(".")[-1]
+    assert capsys.readouterr().err == (f"error: --data.encoding differs from the checkpoint's: {name} {value} (the "
+                                       f"checkpoint's: {saved}); the model reads reviews as it was trained: leave "
+                                       "--data.encoding out\n")
     assert not (tmp_path / "data").exists()  # refused before any work
 
 
@@ -152,7 +160,8 @@ def test_explicit_data_options_on_test_win_over_the_checkpoint(trained, tmp_path
                         [(row["text"], 1 - int(row["label"])) for row in csv.DictReader(open(trained["test"]))])
     root = tmp_path / "eval"
     assert run_cli("test", "--ckpt_path", str(trained["best"]), "--data.data_dir", str(trained["root"] / "data"),
-                   "--data.min_freq", "1", "--data.max_length", "128", "--data.test_file", str(flipped),
+                   "--data.encoding.min_freq", "1", "--data.encoding.max_length", "128", "--data.test_file",
+                   str(flipped),
                    "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
     assert _events(root / "lightning_logs" / "version_0").Scalars("test/acc")[-1].value < 0.1
 
@@ -186,7 +195,8 @@ def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path
     root = tmp_path / "run"
     (tmp_path / "data").mkdir()
     settings = yaml.safe_load(config.read_text())
-    if "target" in (settings.get("data") or {}) or settings.get("self_training"):  # IMDb's own: its archive
+    encoding = (settings.get("data") or {}).get("encoding") or {}
+    if "target" in encoding or settings.get("self_training"):  # IMDb's own: its archive
         data = ["--data.data_dir", str(tmp_path / "data")]
         build_imdb_archive(tmp_path / "data" / "aclImdb_v1.tar.gz", n_train=300, n_test=20)
     else:
@@ -197,20 +207,35 @@ def test_every_config_builds_its_model_and_data_and_runs_a_step(config, tmp_path
     built = yaml.safe_load((tmp_path / "data" / "built.yaml").read_text())
     layered = {}
     for path in args[args.index("--config") + 1 :: 2]:  # what the configs set, later ones over earlier ones
-        for section, values in (yaml.safe_load(Path(path).read_text()) or {}).items():
-            if isinstance(values, dict):
-                layered.setdefault(section, {}).update(values)
+        _merge(layered, yaml.safe_load(Path(path).read_text()) or {})
     for section in ("model", "data"):
-        for key, value in layered.get(section, {}).items():
-            if key != "data_dir":
-                assert built[section][key] == value, (section, key)
+        for key, value in _leaves(layered.get(section, {})):
+            if key[0] != "data_dir":
+                found = built[section]
+                for part in key:
+                    found = found[part]
+                assert found == value, (section, key)
+
+
+def _merge(into: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
+
+
+def _leaves(settings: dict, at: tuple = ()):
+    for key, value in settings.items():
+        yield from _leaves(value, (*at, key)) if isinstance(value, dict) else [((*at, key), value)]
 
 
 def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_sure_of(tmp_path):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 80)
-    recipe = ["--data.data_dir", str(data_dir), "--data.min_freq", "1", "--data.min_epoch_size", "1000",
-              "--data.batch_size", "32", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr", "0.01",
+    recipe = ["--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1", "--data.loader.min_epoch_size", "1000",
+              "--data.loader.batch_size", "32", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr",
+              "0.01",
               "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--seed_everything", "3"]
 
     def fit(name, *extra):
@@ -218,7 +243,7 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
         return torch.load(tmp_path / name / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt",
                           weights_only=False)
 
-    cold = fit("cold", "--self_training", "true", "--data.pseudo_confidence", "0.97")
+    cold = fit("cold", "--self_training", "true", "--data.unlabelled.pseudo_confidence", "0.97")
     teachers = list(data_dir.glob(".sentiment_cache/*/teacher-*.ckpt"))
     assert len(teachers) == 1
     teacher, made = teachers[0], teachers[0].stat().st_mtime_ns
@@ -227,14 +252,14 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
     for name, weights in torch.load(teacher, weights_only=False)["state_dict"].items():
         assert torch.equal(weights, plain["state_dict"][name]), name
     # the student trained on the labelled reviews and the unlabelled ones the teacher gives 0.97 or more
-    assert cold["datamodule_hyper_parameters"]["pseudo_labels"] == str(teacher)
+    assert cold["datamodule_hyper_parameters"]["unlabelled"]["pseudo_labels"] == str(teacher)
     answers = Predictor.from_checkpoint(teacher).predict(read_imdb_unlabelled(data_dir / "aclImdb_v1.tar.gz"))
     sure = sum(a["score"] >= 0.97 for a in answers)
     assert 0 < sure < len(answers)
     splits = [json.loads(p.read_text())["splits"]["train"] for p in data_dir.glob(".sentiment_cache/*/meta.json")]
     assert sorted(splits) == [180, 180 + sure]
     # a later fit finds the teacher and trains the same student as the first, which trained the teacher too
-    warm = fit("warm", "--self_training", "true", "--data.pseudo_confidence", "0.97")
+    warm = fit("warm", "--self_training", "true", "--data.unlabelled.pseudo_confidence", "0.97")
     assert teacher.stat().st_mtime_ns == made
     for name, weights in cold["state_dict"].items():
         assert torch.equal(weights, warm["state_dict"][name]), name
@@ -247,23 +272,13 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
 def test_self_training_refuses_another_teacher_and_several_devices(tmp_path, capsys):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 4)
-    for extra, message in ((["--data.pseudo_labels", "best.ckpt"], "best.ckpt: self-training labels the unlabelled "
-                                                                   "reviews with a teacher of its own"),
+    for extra, message in ((["--data.unlabelled.pseudo_labels", "best.ckpt"],
+                            "best.ckpt: self-training labels the unlabelled reviews with a teacher of its own"),
                            (["--trainer.num_nodes", "2"], "run it with one device on one node")):
         assert run_cli("fit", "--self_training", "true", "--data.data_dir", str(data_dir), *extra,
                        "--trainer.default_root_dir", str(tmp_path)) == 1
         assert message in capsys.readouterr().err
     assert not list(data_dir.glob(".sentiment_cache/*/teacher-*.ckpt"))
-
-
-def test_imdb_semi_long_is_imdb_long_with_imdb_semi():
-    def settings(name):
-        return yaml.safe_load((ROOT / "configs" / name).read_text())
-
-    long, semi = settings("imdb_long.yaml"), settings("imdb_semi.yaml")
-    both = {key: {**long.get(key, {}), **semi.get(key, {})} if key in ("model", "data")
-            else semi.get(key, long.get(key)) for key in {*long, *semi}}
-    assert settings("imdb_semi_long.yaml") == both
 
 
 def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
@@ -280,7 +295,7 @@ def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
 def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        assert "--data.truncation" in out and "--model.pooling" in out and "head_tail" in out
+        assert "--data.encoding.truncation" in out and "--model.pooling" in out and "head_tail" in out
 
 
 def test_top_level_help_lists_every_subcommand(capsys):
@@ -318,7 +333,8 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
         warnings.simplefilter("always")
         # README's example, on a tiny corpus and a small network
         dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), test_file=str(test),
-                                 predict_file=str(tmp_path / "new.txt"), min_freq=1, batch_size=32, min_epoch_size=0)
+                                 predict_file=str(tmp_path / "new.txt"), encoding={"min_freq": 1},
+                                 loader={"batch_size": 32, "min_epoch_size": 0})
         dm.prepare_data()
         model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=16, hidden_dim=16,
                                     lr=0.01)
@@ -342,7 +358,7 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
 def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
     def fit(name):
         assert run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-                       "--data.min_epoch_size", "0",
+                       "--data.loader.min_epoch_size", "0",
                        "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.1",
                        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / name),
                        "--trainer.enable_progress_bar", "false") == 0
@@ -360,7 +376,7 @@ def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
     # a constant learning rate: a one-cycle schedule is planned for the run's length and cannot be extended
     common = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
               "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.lr_schedule", "constant",
-              "--data.min_epoch_size", "0", "--trainer.default_root_dir", str(tmp_path),
+              "--data.loader.min_epoch_size", "0", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"]
     assert run_cli("fit", *common, "--trainer.max_epochs", "1") == 0
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
@@ -390,7 +406,7 @@ def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv)
         node.mkdir()
         nodes.append(subprocess.Popen(
             ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-             "--data.min_epoch_size", "3000", "--data.min_freq", "1", "--model.lr", "0.01",
+             "--data.loader.min_epoch_size", "3000", "--data.encoding.min_freq", "1", "--model.lr", "0.01",
              "--model.hidden_dim", "8", "--model.embed_dim", "8",
              "--trainer.max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
              "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"],

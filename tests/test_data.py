@@ -1,5 +1,7 @@
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ from conftest import (
     write_csv,
 )
 
-import sentiment.data as data_module
+import sentiment.corpus as data_module
 import sentiment.vectors as vectors_module
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
@@ -23,7 +25,8 @@ from sentiment.sources import read_imdb_unlabelled
 
 
 def test_imdb_splits_and_batches(imdb_dir):
-    dm = SentimentDataModule(data_dir=str(imdb_dir), batch_size=16, max_length=32, min_freq=1)
+    dm = SentimentDataModule(data_dir=str(imdb_dir), loader={"batch_size": 16},
+                             encoding={"max_length": 32, "min_freq": 1})
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("test")
@@ -38,8 +41,8 @@ def test_imdb_splits_and_batches(imdb_dir):
 def test_batches_pad_to_their_longest_review_with_zeros(tmp_path):
     rows = [("one two three", "pos"), ("one", "neg"), ("one two three four five six", "pos"), ("two", "neg")]
     path = write_csv(tmp_path / "t.csv", rows * 5)
-    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), val_fraction=0.25,
-                             max_length=4, truncation="head", min_freq=1)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path),
+                             encoding={"val_fraction": 0.25, "max_length": 4, "truncation": "head", "min_freq": 1})
     dm.prepare_data()
     dm.setup("fit")
     train = dm.dataset("train")
@@ -57,7 +60,8 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
     path = write_csv(tmp_path / "t.csv", [(f"own{i} film", "pos" if i % 2 else "neg") for i in range(200)])
 
     def split(seed):
-        dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), seed=seed, min_freq=1)
+        dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path),
+                                 encoding={"seed": seed, "min_freq": 1})
         dm.prepare_data()
         dm.setup("fit")
         own_words = {t for t in dm.vocab.itos if t.startswith("own")}
@@ -76,8 +80,8 @@ def test_imdb_validation_takes_whole_movies_named_in_the_archive(tmp_path, by_mo
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=400, movies=40)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, val_by_movie=by_movie)
-    reviews, classes, _ = dm.read_splits()
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1, "val_by_movie": by_movie})
+    reviews, classes, _ = dm.corpus.read_splits()
     train, val = set(reviews["train"].groups), set(reviews["val"].groups)
     assert len(reviews["val"]) == 40 and np.bincount(classes["val"]).tolist() == [20, 20]
     assert bool(train & val) is not by_movie  # at random, 40 reviews of 40 movies meet the rest's movies
@@ -87,7 +91,8 @@ def test_imdb_validation_takes_whole_movies_named_in_the_archive(tmp_path, by_mo
 def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 10)
     val = write_csv(tmp_path / "val.csv", [("zebra good", "pos"), ("zebra bad", "neg")])
-    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), val_file=str(val), min_freq=1)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), val_file=str(val),
+                             encoding={"min_freq": 1})
     dm.prepare_data()
     assert "zebra" not in dm.vocab.stoi
     assert dm.vocab.itos == ["<pad>", "<unk>", "film", "bad", "good"]
@@ -128,7 +133,7 @@ def test_second_prepare_and_setup_hit_the_cache(imdb_dir, monkeypatch):
 
 def test_changing_an_encoding_setting_builds_a_new_cache(imdb_dir):
     for max_length in (16, 32):
-        dm = SentimentDataModule(data_dir=str(imdb_dir), max_length=max_length)
+        dm = SentimentDataModule(data_dir=str(imdb_dir), encoding={"max_length": max_length})
         dm.prepare_data()
     assert len(list((imdb_dir / ".sentiment_cache").iterdir())) == 2
 
@@ -165,15 +170,15 @@ def test_single_class_training_data_is_refused(tmp_path):
 
 def test_no_imdb_and_no_download_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="holds neither aclImdb_v1.tar.gz nor aclImdb/"):
-        SentimentDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+        SentimentDataModule(data_dir=str(tmp_path), imdb={"download": False}).prepare_data()
 
 
 def test_imdb_is_downloaded_when_absent(tmp_path):
     body = build_imdb_archive(tmp_path / "src.tar.gz", n_train=40, n_test=10).read_bytes()
     server = ArchiveServer(body)
     try:
-        dm = SentimentDataModule(data_dir=str(tmp_path / "data"), sha256=hashlib.sha256(body).hexdigest(),
-                                 url=server.url)
+        dm = SentimentDataModule(data_dir=str(tmp_path / "data"),
+                                 imdb={"sha256": hashlib.sha256(body).hexdigest(), "url": server.url})
         dm.prepare_data()
         dm.setup("fit")
         assert len(dm.dataset("train")) + len(dm.dataset("val")) == 40
@@ -185,7 +190,7 @@ def test_imdb_is_downloaded_when_absent(tmp_path):
 def test_predict_batches_keep_order_size_and_empty_lines(tmp_path):
     path = tmp_path / "new.txt"
     path.write_text("".join(f"review {i}\n" if i % 7 else "\n" for i in range(50)))
-    dm = SentimentDataModule(data_dir=str(tmp_path / "none"), predict_file=str(path), predict_batch_size=16)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "none"), predict_file=str(path), loader={"predict_batch_size": 16})
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [len(b["text"]) for b in batches] == [16, 16, 16, 2]
@@ -200,12 +205,12 @@ def test_real_imdb_training_archive(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     os.symlink(REAL_ARCHIVE, data_dir / "aclImdb_v1.tar.gz")
-    dm = SentimentDataModule(data_dir=str(data_dir), batch_size=256)
+    dm = SentimentDataModule(data_dir=str(data_dir), loader={"batch_size": 256})
     dm.prepare_data()
     dm.setup("fit")
     train, val = dm.dataset("train"), dm.dataset("val")
     assert (len(train), len(val)) == (22500, 2500)
-    reviews, _, _ = dm.read_splits()  # every review of a movie on one side (urls_*.txt)
+    reviews, _, _ = dm.corpus.read_splits()  # every review of a movie on one side (urls_*.txt)
     assert not set(reviews["train"].groups) & set(reviews["val"].groups) and len(set(reviews["val"].groups)) > 300
     labels = np.concatenate([train.labels, val.labels])
     assert labels.sum() == 12500 and len(labels) == 25000
@@ -216,7 +221,7 @@ def test_real_imdb_training_archive(tmp_path):
         if i == 5:
             break
     started = time.perf_counter()
-    again = SentimentDataModule(data_dir=str(data_dir), batch_size=256)
+    again = SentimentDataModule(data_dir=str(data_dir), loader={"batch_size": 256})
     again.prepare_data()
     again.setup("fit")
     assert again.vocab == dm.vocab
@@ -230,10 +235,9 @@ def test_real_imdb_training_archive(tmp_path):
 def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(tmp_path):
     path = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(6000)])
     code = ("import sys; from sentiment import SentimentDataModule; "
-            f"dm = SentimentDataModule(data_dir={str(tmp_path / 'data')!r}, train_file={str(path)!r}, num_proc=1); "
+            f"dm = SentimentDataModule(data_dir={str(tmp_path / 'data')!r}, train_file={str(path)!r}, "
+            "loader={'num_proc': 1}); "
             "dm.prepare_data(); dm.setup('fit'); print(len(dm.dataset('train')), dm.vocab_size)")
-    import subprocess
-    import sys
 
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -269,8 +273,8 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     assert [len(d) for d in dealt] == [len(s) for s in shares] == [40, 40, 40]
     assert [row for i in range(40) for row in (dealt[0][i], dealt[1][i], dealt[2][i])] == list(sampler)
     path = write_csv(tmp_path / "t.csv", [("good film", "pos"), ("bad film", "neg")] * 50)
-    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), min_freq=1, batch_size=10,
-                             min_epoch_size=300)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(path), encoding={"min_freq": 1},
+                             loader={"batch_size": 10, "min_epoch_size": 300})
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_dataloader()) == 4 * 9  # 90 training reviews, 4 passes, batches of 10
@@ -283,11 +287,12 @@ def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training
     answers = Predictor.from_checkpoint(trained["best"]).predict(texts)
     confidence = sorted(a["score"] for a in answers)[len(answers) // 2]  # about half of them pass
     sure = [(t, a["label"], i) for i, (t, a) in enumerate(zip(texts, answers)) if a["score"] >= confidence]
-    plain = SentimentDataModule(data_dir=str(data_dir), min_freq=1)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, pseudo_labels=str(trained["best"]),
-                             pseudo_confidence=confidence)
-    base, _, _ = plain.read_splits()
-    reviews, classes, reader = dm.read_splits()
+    plain = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1})
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1},
+                             unlabelled={"pseudo_labels": str(trained["best"]), "pseudo_confidence": confidence})
+    dm.labeller = Predictor.from_checkpoint(trained["best"])
+    base, _, _ = plain.corpus.read_splits()
+    reviews, classes, reader = dm.corpus.read_splits()
     n = len(base["train"])
     assert 0 < len(sure) < len(texts)
     assert reviews["train"].texts[:n] == base["train"].texts and reviews["val"].texts == base["val"].texts
@@ -307,16 +312,19 @@ def test_pseudo_labels_add_the_unlabelled_reviews_a_model_is_sure_of_to_training
     assert dm.vocab.itos == plain.vocab.itos and dm.cache_dir != plain.cache_dir
     # the same model named by another path: the same cache
     elsewhere = f"{trained['best'].parent}/../{trained['best'].parent.name}/./best.ckpt"
-    assert SentimentDataModule(data_dir=str(data_dir), min_freq=1, pseudo_labels=elsewhere,
-                               pseudo_confidence=confidence).cache_dir == dm.cache_dir
+    assert SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1},
+                               unlabelled={"pseudo_labels": elsewhere,
+                                           "pseudo_confidence": confidence}).cache_dir == dm.cache_dir
 
 
 def test_pseudo_labelled_data_shares_the_word_vectors_of_its_labelled_data(tmp_path, trained, monkeypatch):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 40)
-    plain = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=8)
-    taught = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=8,
-                                 pseudo_labels=str(trained["best"]), pseudo_confidence=0.0)
+    plain = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 8})
+    taught = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1},
+                                 unlabelled={"word_vectors": 8, "pseudo_labels": str(trained["best"]),
+                                             "pseudo_confidence": 0.0})
+    taught.labeller = Predictor.from_checkpoint(trained["best"])
     learnt = []
     real = vectors_module.train_vectors
     monkeypatch.setattr(vectors_module, "train_vectors", lambda *a, **k: learnt.append(1) or real(*a, **k))
@@ -329,12 +337,28 @@ def test_pseudo_labelled_data_shares_the_word_vectors_of_its_labelled_data(tmp_p
 def test_pseudo_labels_need_imdb_a_checkpoint_and_the_same_labels(tmp_path, trained):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 4)
-    cases = [({"train_file": str(trained["root"] / "train.csv")}, "labels IMDb's unlabelled reviews"),
-             ({"pseudo_labels": str(tmp_path / "none.ckpt")}, "none.ckpt: no such checkpoint"),
-             ({"target": "rating"}, "the model's labels are negative, positive but the training data's are 1, 2")]
-    for settings, message in cases:
-        dm = SentimentDataModule(data_dir=str(data_dir), **{"pseudo_labels": str(trained["best"]), **settings})
+    teacher = Predictor.from_checkpoint(trained["best"])
+    cases = [({"train_file": str(trained["root"] / "train.csv")}, teacher, "labels IMDb's unlabelled reviews"),
+             ({"unlabelled": {"pseudo_labels": str(tmp_path / "none.ckpt")}}, teacher, "none.ckpt: no such checkpoint"),
+             ({}, None, "pseudo labels need the model that gives them"),
+             ({"encoding": {"target": "rating"}}, teacher,
+              "the model's labels are negative, positive but the training data's are 1, 2")]
+    for settings, labeller, message in cases:
+        dm = SentimentDataModule(data_dir=str(data_dir),
+                                 **{"unlabelled": {"pseudo_labels": str(trained["best"])}, **settings})
+        dm.labeller = labeller
         with pytest.raises(DataError, match=message):
-            dm.read_splits()
+            dm.corpus.read_splits()
     with pytest.raises(ValueError, match="pseudo_confidence must be a probability"):
-        SentimentDataModule(pseudo_confidence=1.5)
+        SentimentDataModule(unlabelled={"pseudo_confidence": 1.5})
+
+
+def test_the_data_room_imports_nothing_of_the_network_or_inference():
+    # the data module and its corpus read and encode reviews; a model that labels reviews is handed to them
+    code = ("import sys, sentiment.data; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('sentiment.'))))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert {"sentiment.data", "sentiment.corpus", "sentiment.settings"} <= loaded
+    assert not loaded & {"sentiment.predictor", "sentiment.checkpoint", "sentiment.gate_tables", "sentiment.model",
+                         "sentiment.classifier"}

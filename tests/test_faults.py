@@ -27,8 +27,8 @@ SAVE_EVERY = 4  # steps between saves of last.ckpt
 
 def fit(root: Path, train: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["fit", "--data.train_file", str(train), "--data.data_dir", str(train.parent / "data"),
-            "--data.min_epoch_size", "0",
-            "--data.batch_size", str(BATCH_SIZE), "--data.min_freq", "1",
+            "--data.loader.min_epoch_size", "0",
+            "--data.loader.batch_size", str(BATCH_SIZE), "--data.encoding.min_freq", "1",
             "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.2",
             "--model.lr", "0.01", "--model.lr_schedule", "onecycle", "--autosave.every_n_steps", str(SAVE_EVERY),
             "--trainer.max_epochs", str(EPOCHS), "--trainer.default_root_dir", str(root),
@@ -114,7 +114,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previou
 
     monkeypatch.setattr(sentiment.callbacks.torch, "save", _full_disk_after(2, torch.save))  # epoch 1 saved
     code = run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-                   "--data.min_epoch_size", "0",
+                   "--data.loader.min_epoch_size", "0",
                    "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "3",
                    "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false")
     assert code == 1
@@ -132,7 +132,8 @@ def test_a_full_disk_while_writing_predictions_leaves_no_file(trained, tmp_path,
     monkeypatch.setattr(sentiment.callbacks.PredictionWriter, "write_on_batch_end", _full_disk_after(1, real))
     (tmp_path / "new.txt").write_text("superb\nawful\n" * 100)
     code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "new.txt"),
-                   "--data.predict_batch_size", "16", "--prediction_writer.output_path", str(tmp_path / "out.csv"),
+                   "--data.loader.predict_batch_size", "16", "--prediction_writer.output_path",
+                   str(tmp_path / "out.csv"),
                    "--trainer.enable_progress_bar", "false")
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: [Errno 28] No space left on device"
@@ -160,8 +161,8 @@ def test_autosave_saves_last_every_so_many_minutes_of_training(tmp_path, tiny_cs
     class Clocked(AutoSave):
         clock = staticmethod(lambda: now[0])
 
-    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), min_freq=1, batch_size=8,
-                             min_epoch_size=0)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), encoding={"min_freq": 1},
+                             loader={"batch_size": 8, "min_epoch_size": 0})
     dm.prepare_data()
     model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=8, hidden_dim=8, adversarial=0.0)
     epochs = 2

@@ -1,5 +1,5 @@
-"""Any label set: the order rules, --data.labels, errors, the stratified split, class weights, three classes end to
-end, star ratings, and binary checkpoints written before label sets."""
+"""Any label set: the order rules, --data.encoding.labels, errors, the stratified split, class weights, three classes
+end to end, star ratings, and binary checkpoints written before label sets."""
 
 import csv
 
@@ -9,7 +9,8 @@ import torch
 import yaml
 from conftest import CONFIGS, REAL_ARCHIVE, build_imdb_archive, make_polar_reviews, run_cli, write_csv
 
-from sentiment.data import SentimentDataModule, stratified_split
+from sentiment.corpus import stratified_split
+from sentiment.data import SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.labels import LabelReader
 from sentiment.model import classification_loss
@@ -101,7 +102,8 @@ def test_balanced_class_weights_reach_the_training_loss(tmp_path):
     from sentiment.classifier import SentimentClassifier
 
     train = write_csv(tmp_path / "train.csv", make_polar_reviews(300, shares=(1, 1, 4)))
-    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), min_freq=1, batch_size=32)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), encoding={"min_freq": 1},
+                             loader={"batch_size": 32})
     dm.prepare_data()
     assert dm.label_names == ["negative", "neutral", "positive"] and dm.class_counts == [45, 45, 180]
     model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=8, hidden_dim=8,
@@ -132,7 +134,7 @@ def test_three_classes_predict_a_column_per_class_in_input_order(three, tmp_path
     rows = list(csv.DictReader(open(three["test"])))
     (tmp_path / "new.txt").write_text("\n".join(r["text"] for r in rows) + "\n")
     assert run_cli("predict", "--ckpt_path", str(three["best"]), "--data.predict_file", str(tmp_path / "new.txt"),
-                   "--data.predict_batch_size", "32", "--prediction_writer.output_path", str(tmp_path / "p.csv"),
+                   "--data.loader.predict_batch_size", "32", "--prediction_writer.output_path", str(tmp_path / "p.csv"),
                    "--trainer.enable_progress_bar", "false") == 0
     with open(tmp_path / "p.csv") as f:
         header = next(csv.reader(f))
@@ -190,13 +192,14 @@ def test_imdb_star_ratings_are_an_eight_class_task(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     build_imdb_archive(data / "aclImdb_v1.tar.gz", n_train=400, n_test=40)
-    dm = SentimentDataModule(data_dir=str(data), target="rating", min_freq=1)
+    dm = SentimentDataModule(data_dir=str(data), encoding={"target": "rating", "min_freq": 1})
     dm.prepare_data()
     assert dm.label_names == ["1", "2", "3", "4", "7", "8", "9", "10"]
     assert sum(dm.class_counts) == 360 and min(dm.class_counts) > 0
     root = tmp_path / "run"
-    assert run_cli("fit", "--data.data_dir", str(data), "--data.target", "rating", "--data.min_freq", "1",
-                   "--data.min_epoch_size", "0",
+    assert run_cli("fit", "--data.data_dir", str(data), "--data.encoding.target", "rating",
+                   "--data.encoding.min_freq", "1",
+                   "--data.loader.min_epoch_size", "0",
                    "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "1",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     best = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
@@ -215,9 +218,9 @@ def test_imdb_star_ratings_are_an_eight_class_task(tmp_path):
 
 def test_a_rating_target_with_own_files_is_refused(tmp_path, capsys):
     train = write_csv(tmp_path / "train.csv", make_polar_reviews(30))
-    assert run_cli("fit", "--data.train_file", str(train), "--data.target", "rating",
+    assert run_cli("fit", "--data.train_file", str(train), "--data.encoding.target", "rating",
                    "--data.data_dir", str(tmp_path / "d"), "--trainer.default_root_dir", str(tmp_path)) == 1
-    assert capsys.readouterr().err.startswith("error: --data.target rating reads IMDb's file names")
+    assert capsys.readouterr().err.startswith("error: --data.encoding.target rating reads IMDb's file names")
 
 
 @pytest.mark.slow
@@ -230,7 +233,7 @@ def test_real_imdb_ratings(tmp_path):
     assert run_cli("fit", *(arg for name in ("imdb.yaml", "imdb_rating.yaml", "debug.yaml")
                            for arg in ("--config", str(CONFIGS / name))), "--data.data_dir", str(data),
                    "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
-    dm = SentimentDataModule(data_dir=str(data), target="rating")
+    dm = SentimentDataModule(data_dir=str(data), encoding={"target": "rating"})
     dm.prepare_data()
     assert dm.label_names == ["1", "2", "3", "4", "7", "8", "9", "10"]
     counts = dict(zip(dm.label_names, dm.class_counts))

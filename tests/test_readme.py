@@ -51,10 +51,11 @@ def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_pa
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 80)
     # README's script and `sentiment fit --self_training true`, both on a tiny archive with a small network
-    tiny_data = {"min_freq": 1, "min_epoch_size": 1000, "batch_size": 32, "word_vectors": 16}
+    tiny_data = {"encoding": {"min_freq": 1}, "loader": {"min_epoch_size": 1000, "batch_size": 32},
+                 "unlabelled": {"word_vectors": 16}}
     tiny_model = {"hidden_dim": 16, "embed_dim": 16, "lr": 0.01}
-    options = [f"--{part}.{k}={v}" for part, tiny in (("data", tiny_data), ("model", tiny_model))
-               for k, v in tiny.items()]
+    options = [f"--data.{group}.{k}={v}" for group, tiny in tiny_data.items() for k, v in tiny.items()]
+    options += [f"--model.{k}={v}" for k, v in tiny_model.items()]
     assert run_cli("fit", "--self_training", "true", *options, "--data.data_dir", str(data_dir),
                    "--seed_everything", "42", "--trainer.precision", "32-true",
                    "--trainer.default_root_dir", str(tmp_path / "cli"),
@@ -65,14 +66,15 @@ def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_pa
     script = _block("Self-training (`sentiment fit --self_training true`", "python")
     imports = "from sentiment import SentimentClassifier, SentimentDataModule, self_train\n"
     assert imports in script
-    names = {"SentimentDataModule": lambda **kw: SentimentDataModule(**{**kw, **tiny_data}),
+    names = {"SentimentDataModule": lambda **kw: SentimentDataModule(**{
+                 **kw, **{group: {**kw.get(group, {}), **tiny} for group, tiny in tiny_data.items()}}),
              "SentimentClassifier": lambda **kw: SentimentClassifier(**{**kw, **tiny_model}),
              "self_train": self_train}
     monkeypatch.chdir(tmp_path)  # the script's data_dir="data"
     exec(script.replace(imports, ""), names)
     dm, model = names["dm"], names["model"]
     # it learnt from the unlabelled reviews too: 180 labelled training reviews, and some of the 81 unlabelled
-    assert dm.hparams.pseudo_labels and 180 < len(dm.dataset("train")) < 180 + 81
+    assert dm.unlabelled.pseudo_labels and 180 < len(dm.dataset("train")) < 180 + 81
     state = model.state_dict()
     assert state.keys() == fitted.keys()
     for name, weights in state.items():

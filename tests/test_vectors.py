@@ -37,9 +37,10 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
         return real(texts, vocab, dim, **kwargs)
 
     monkeypatch.setattr(vectors_module, "train_vectors", spy)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16, batch_size=32)
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 16},
+                             loader={"batch_size": 32})
     dm.prepare_data()
-    reviews, _, _ = dm.read_splits()
+    reviews, _, _ = dm.corpus.read_splits()
     # the training split (not its validation share, not the test split) and the 300 unlabelled reviews + 1
     assert len(seen["texts"]) == len(reviews["train"]) + 301
     assert not set(reviews["val"].texts) & set(seen["texts"][:len(reviews["train"])])
@@ -55,7 +56,8 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     assert np.mean(alike) > 0.5 and np.mean(alike) > np.mean(unlike) + 0.03, (np.mean(alike), np.mean(unlike))
 
     monkeypatch.setattr(vectors_module, "train_vectors", lambda *a, **k: pytest.fail("learnt again"))
-    again = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16, batch_size=32)
+    again = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 16},
+                                loader={"batch_size": 32})
     again.prepare_data()  # cached beside the encoded reviews
     np.testing.assert_array_equal(again.embedding_vectors, table)
 
@@ -70,24 +72,24 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
 def test_word_vectors_of_another_width_than_the_embedding_are_one_line(tmp_path):
     data_dir = tmp_path / "data"
     _imdb_with_unlabelled(data_dir, n_unsup=20)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16)
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 16})
     dm.prepare_data()
     model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=8, hidden_dim=8)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(DataError, match="^the word vectors have 16 dimensions but the model's embedding 8: set "
-                                        "--data.word_vectors and --model.embed_dim alike$"):
+                                        "--data.unlabelled.word_vectors and --model.embed_dim alike$"):
         trainer.fit(model, dm)
-    assert vectors_file(dm._cache, 16).is_file()
-    assert not list(dm._cache.glob(".vectors*"))  # no half-written file
+    assert vectors_file(dm.cache_dir, 16).is_file()
+    assert not list(dm.cache_dir.glob(".vectors*"))  # no half-written file
 
 
 def test_word_vectors_are_read_only_after_prepare_data_and_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     _imdb_with_unlabelled(data_dir, n_unsup=20)
-    assert SentimentDataModule(data_dir=str(data_dir), min_freq=1).embedding_vectors is None  # none asked for
+    assert SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}).embedding_vectors is None  # not asked
     with pytest.raises(ValueError, match="word_vectors must be 0"):
-        SentimentDataModule(data_dir=str(data_dir), word_vectors=-1)
-    dm = SentimentDataModule(data_dir=str(data_dir), min_freq=1, word_vectors=16)
+        SentimentDataModule(data_dir=str(data_dir), unlabelled={"word_vectors": -1})
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 16})
     with pytest.raises(DataError, match=r"^word vectors are learnt by prepare_data\(\): call dm.prepare_data\(\)"):
         dm.embedding_vectors
 
@@ -102,7 +104,7 @@ def test_word_vectors_are_read_only_after_prepare_data_and_a_failed_write_leaves
     monkeypatch.setattr(vectors_module.np, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         dm.prepare_data()
-    cache = dm._cache_dir(write=False)
+    cache = dm.cache_dir
     assert (cache / "vocab.json").is_file() and not list(cache.glob("*vectors*"))  # nothing half-written
     monkeypatch.undo()
     dm.prepare_data()  # and the next fit learns them whole

@@ -88,7 +88,7 @@ def bench_cold_fit(archive: Path, texts: list[str], labels: np.ndarray, report: 
     """Two cold fits and two original epochs, in turns (one each, cut short, in a quick pass; one each with an
     ``overlay``, whose fit is a long one)."""
     ids, lengths, vocab_size = original_encode(texts)
-    batch = ORIGINAL["data"]["batch_size"]
+    batch = ORIGINAL["data"]["loader"]["batch_size"]
     rounds = 1 if quick or overlay else 2
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "original.npz"

@@ -72,7 +72,7 @@ class _TrainerRunner(Timed):
 def bench_lightning(cli: SentimentCLI, report: Report, steps: int) -> None:
     """``Trainer`` against a plain loop on the recipe's step (with adversarial training) and on the plain step
     (without): Lightning's cost per step is about the same in both, so it weighs twice as much on the second."""
-    data = _FixedData(cli.datamodule.dataset("train"), cli.datamodule.hparams.batch_size)
+    data = _FixedData(cli.datamodule.dataset("train"), cli.datamodule.loader.batch_size)
     recipe = cli.model.hparams.adversarial
     pairs = []
     for adversarial in (recipe, 0.0):

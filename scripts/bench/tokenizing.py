@@ -25,7 +25,7 @@ def hf_tokenizers_pipeline(texts: list[str], max_size: int, min_freq: int, max_l
 
 
 def bench_tokenize(texts: list[str], cli: SentimentCLI, report: Report, repeat: int) -> None:
-    hp = cli.datamodule.hparams
+    hp = cli.datamodule.encoding
     settings = {"min_freq": hp.min_freq, "max_size": hp.max_size, "max_length": hp.max_length}
     ours, _ = timed(lambda: encode_corpus(texts, truncation=hp.truncation, **settings), repeat)
     one, _ = timed(lambda: encode_corpus(texts, truncation=hp.truncation, num_proc=1, **settings), repeat)

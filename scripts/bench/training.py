@@ -84,7 +84,7 @@ def recipe_loop(cli: SentimentCLI, precision: str = PRECISION, adversarial: floa
     """The recipe's network in a plain loop with its batch size and learning rate; adversarial training as the
     recipe sets it unless ``adversarial`` says otherwise."""
     hp = cli.model.hparams
-    return PlainLoop(recipe_net(cli), cli.datamodule.dataset("train"), cli.datamodule.hparams.batch_size, hp.lr,
+    return PlainLoop(recipe_net(cli), cli.datamodule.dataset("train"), cli.datamodule.loader.batch_size, hp.lr,
                      precision=precision, adversarial=hp.adversarial if adversarial is None else adversarial,
                      adversarial_every=hp.adversarial_every)
 
@@ -108,7 +108,7 @@ class OriginalNet(torch.nn.Module):
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def original_encode(texts: list[str], max_length: int = ORIGINAL["data"]["max_length"]
+def original_encode(texts: list[str], max_length: int = ORIGINAL["data"]["encoding"]["max_length"]
                     ) -> tuple[np.ndarray, np.ndarray, int]:
     """The original project's text pipeline: lower-case, delete punctuation, ``str.split()``; every word of
     the training reviews in its ``word2idx`` (id 0 is padding); the first ``max_length`` words.
@@ -142,7 +142,7 @@ def original_loop(data_file: Path) -> PlainLoop:
     data = np.load(data_file)
     torch.manual_seed(0)
     return PlainLoop(OriginalNet(int(data["vocab_size"])), _FullWidth(data["ids"], data["lengths"], data["labels"]),
-                     ORIGINAL["data"]["batch_size"], ORIGINAL["model"]["lr"], adam=True)
+                     ORIGINAL["data"]["loader"]["batch_size"], ORIGINAL["model"]["lr"], adam=True)
 
 
 class OriginalProcess(Timed):
@@ -196,7 +196,7 @@ def bench_train(texts: list[str], labels: np.ndarray, cli: SentimentCLI, report:
             as_it_ran.close()
     report.add(f"training throughput, default recipe (plain loop, {PRECISION}, adversarial training "
                f"{adversarial:g} on one step in {cli.model.hparams.adversarial_every}); the original recipe: "
-               f"vocabulary {original_vocab - 1:,} words, batch {ORIGINAL['data']['batch_size']}, Adam, 32-true",
+               f"vocabulary {original_vocab - 1:,} words, batch {ORIGINAL['data']['loader']['batch_size']}, Adam, 32-true",
                f"{recipe.throughput:,.0f} reviews/s", ">= 3x")
     report.add("  the default model's plain step (no adversarial pass)", f"{plain.throughput:,.0f} reviews/s", "",
                f"{plain.throughput / recipe.throughput:.2f}x the recipe's step")

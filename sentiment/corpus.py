@@ -1,0 +1,367 @@
+"""The corpus: sources -> labels -> split -> vocabulary and bag -> cache, each a step you can call and test alone.
+
+    corpus = Corpus("data")                       # IMDb; or Corpus("data", train_file="train.csv", ...)
+    reviews, classes, reader = corpus.read_splits()   # the raw reviews of every split, their classes, the label set
+    corpus.prepare()                                  # encoded once into data/.sentiment_cache/<key>/
+    corpus.vocab, corpus.ngrams, corpus.load("train")
+
+Plain numpy and torch: no Lightning, and nothing of inference (a model that labels unlabelled reviews is handed in
+as a ``Labeller``). ``SentimentDataModule`` is the Lightning adapter over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentiment.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
+from sentiment.batches import EncodedReviews
+from sentiment.errors import DataError
+from sentiment.labels import LabelReader
+from sentiment.pseudo_labels import Labeller, confidently_labelled
+from sentiment.settings import Encoding, Imdb, Unlabelled, settings_digest
+from sentiment.sources import (
+    IMDB_ARCHIVE,
+    Reviews,
+    download,
+    find_imdb,
+    read_imdb,
+    read_imdb_unlabelled,
+    read_labelled,
+    source_signature,
+)
+from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize_bytes
+from sentiment.vectors import cache_vectors, cached_vectors
+
+CACHE_VERSION = 4  # 4: keyed by the digest of the whole Encoding
+CACHE_FOLDER = ".sentiment_cache"
+SPLITS = ("train", "val", "test")
+Splits = tuple[dict[str, Reviews], dict[str, np.ndarray], LabelReader]  # reviews, their classes, the label set
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Labelled reviews from IMDb (in ``data_dir``, downloaded when absent) or your files, and their encoded cache.
+
+    The arguments are ``SentimentDataModule``'s (see there); ``labeller`` is the model that labels IMDb's unlabelled
+    reviews when ``unlabelled.pseudo_labels`` names it (``sentiment.selftrain`` hands it a ``Predictor``).
+    """
+
+    data_dir: Path
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str = "id"
+    encoding: Encoding = Encoding()
+    unlabelled: Unlabelled = Unlabelled()
+    imdb: Imdb = Imdb()
+    num_proc: int | None = None
+    labeller: Labeller | None = dataclasses.field(default=None, compare=False, repr=False)
+    _found: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def replace(self, **changes: Any) -> Corpus:
+        return dataclasses.replace(self, **changes)
+
+    def labelled(self) -> Corpus:
+        """The labelled reviews alone, whose vocabulary, bag and word vectors a pseudo-labelled corpus shares."""
+        return self.replace(unlabelled=dataclasses.replace(self.unlabelled, pseudo_labels=None), labeller=None)
+
+    # --- sources ------------------------------------------------------------------------------------
+
+    def sources(self, fetch: bool = True) -> dict[str, Path | None]:
+        """The files read: ``train``, ``val``, ``test`` (None where absent), ``imdb`` without a training file (downloaded
+        if ``fetch`` and absent), and ``teacher``, the checkpoint of the model that labels unlabelled reviews."""
+        files = {"train": self.train_file, "val": self.val_file, "test": self.test_file}
+        sources = {k: Path(v) if v else None for k, v in files.items()}
+        if sources["train"] is None:
+            sources["imdb"] = self.imdb_source(fetch)
+        if self.unlabelled.pseudo_labels:  # the labelling model keys the cache like the data it labels
+            sources["teacher"] = Path(self.unlabelled.pseudo_labels)
+        return sources
+
+    def imdb_source(self, fetch: bool = True) -> Path | None:
+        source = find_imdb(self.data_dir)
+        if source is None and fetch:
+            if not self.imdb.download:
+                raise DataError(f"{self.data_dir}: holds neither {IMDB_ARCHIVE} nor aclImdb/ (and download is off)")
+            source = download(self.imdb.url, self.data_dir / IMDB_ARCHIVE, self.imdb.sha256)
+        return source
+
+    # --- labels and the split -----------------------------------------------------------------------
+
+    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True) -> Splits:
+        """The raw reviews of every split (the seeded validation split made), their classes, and the label set:
+        what ``prepare()`` encodes (and what a reference model, like ``scripts/reference.py``, reads). With
+        ``pseudo_labels`` set and ``pseudo_labelled``, the training split ends with the unlabelled reviews the
+        labeller is sure of."""
+        enc = self.encoding
+        sources = self.sources() if sources is None else sources
+        reviews: dict[str, Reviews] = {}
+        if "imdb" in sources:
+            reviews.update(read_imdb(sources["imdb"], ("train", "test"), enc.target))
+        elif enc.target != "label":
+            raise DataError(f"--data.encoding.target {enc.target} reads IMDb's file names; your own files name their "
+                            "classes in --data.label_column")
+        for split in SPLITS:
+            if sources[split] is not None:
+                reviews[split] = read_labelled(sources[split], self.text_column, self.label_column, self.id_column)
+        names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
+        reader = LabelReader.from_training(reviews["train"].labels, enc.labels, names["train"])
+        classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
+        check_classes(classes["train"], reader, names["train"])
+        if "val" not in reviews and enc.val_fraction > 0:
+            movies = reviews["train"].groups if enc.val_by_movie else None
+            val_idx, train_idx = stratified_split(classes["train"], enc.val_fraction, enc.seed, movies)
+            if not 0 < len(val_idx) < len(classes["train"]):
+                raise DataError(f"{names['train']}: {len(classes['train'])} reviews are too few for a val_fraction "
+                                f"of {enc.val_fraction}; set --data.val_file")
+            reviews["val"], classes["val"] = reviews["train"].subset(val_idx), classes["train"][val_idx]
+            reviews["train"], classes["train"] = reviews["train"].subset(train_idx), classes["train"][train_idx]
+        if self.unlabelled.pseudo_labels and pseudo_labelled:
+            self._add_pseudo_labelled(reviews, classes, reader, sources)
+        return reviews, classes, reader
+
+    def _add_pseudo_labelled(self, reviews: dict[str, Reviews], classes: dict[str, np.ndarray], reader: LabelReader,
+                             sources: dict[str, Path | None]) -> None:
+        """Append IMDb's unlabelled reviews that the labeller is sure of to the training split, with its labels."""
+        if "imdb" not in sources:
+            raise DataError("--data.unlabelled.pseudo_labels labels IMDb's unlabelled reviews; with your own "
+                            "--data.train_file, label unlabelled reviews with `sentiment predict` and add them to it")
+        path = Path(self.unlabelled.pseudo_labels)
+        if not path.is_file():
+            raise DataError(f"{path}: no such checkpoint (--data.unlabelled.pseudo_labels)")
+        if self.labeller is None:
+            raise DataError(f"{path}: pseudo labels need the model that gives them: pass it as labeller= "
+                            "(a Predictor; `sentiment fit` and self_train do)")
+        sure, sure_classes = confidently_labelled(self.labeller, str(path), sources["imdb"], reader,
+                                                  self.unlabelled.pseudo_confidence)
+        reviews["train"] = reviews["train"].joined(sure)
+        classes["train"] = np.concatenate([classes["train"], sure_classes])
+
+    def unlabelled_texts(self) -> list[str]:
+        """What word vectors learn from: the training split's reviews and IMDb's unlabelled ones (never
+        validation's or test's)."""
+        sources = self.sources()
+        reviews, _, _ = self.labelled().read_splits(sources)
+        texts = list(reviews["train"].texts)
+        if "imdb" in sources:
+            texts += read_imdb_unlabelled(sources["imdb"])
+        return texts
+
+    # --- the cache ----------------------------------------------------------------------------------
+
+    def cache_key(self, sources: dict[str, Path | None]) -> str:
+        """The sources (by size and modification time), how they are read, and the whole ``Encoding``."""
+        key: dict[str, Any] = {
+            "cache": CACHE_VERSION, "encoding": self.encoding.digest(),
+            "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
+            "columns": [self.text_column, self.label_column],  # the labels are cached too
+        }
+        if self.encoding.bag_ngrams:
+            key["bag"] = BAG_VERSION
+        if self.unlabelled.pseudo_labels:  # the labelling model is in "sources": the same however its path is written
+            key["pseudo_confidence"] = self.unlabelled.pseudo_confidence
+        name = "imdb" if sources["train"] is None else sources["train"].stem
+        return f"{name}-{settings_digest(key)}"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of the encoded data that ``prepare()`` writes, keyed by the sources and settings (nothing is
+        read or downloaded to name it; once found, it is remembered)."""
+        if "cache" in self._found:
+            return self._found["cache"]
+        cache = self.data_dir / CACHE_FOLDER / self.cache_key(self.sources(fetch=False))
+        if (cache / "meta.json").is_file():
+            self._found["cache"] = cache
+        return cache
+
+    def prepare(self, vectors: bool = True) -> Path:
+        """Write the encoded cache if absent (downloading IMDb if need be), and with ``vectors`` the word vectors
+        ``unlabelled.word_vectors`` asks for; the cache folder."""
+        sources = self.sources(fetch=True)
+        root = self.data_dir / CACHE_FOLDER
+        cache = root / self.cache_key(sources)
+        if not (cache / "meta.json").is_file():
+            reviews, classes, reader = self.read_splits(sources, pseudo_labelled=False)
+            labelled = len(reviews["train"])  # the vocabulary counts these: the reviews a model labelled do not
+            if self.unlabelled.pseudo_labels:
+                self._add_pseudo_labelled(reviews, classes, reader, sources)
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
+            try:
+                encode_splits((reviews, classes, reader), self.encoding, tmp, labelled, self.num_proc)
+                try:
+                    os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
+                except OSError:
+                    if not (cache / "meta.json").is_file():  # not another process that finished first
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._found["cache"] = cache
+        dim = self.unlabelled.word_vectors
+        if vectors and dim:
+            if self.unlabelled.pseudo_labels:  # the vocabulary is the labelled data's, and so are its vectors
+                self.labelled().prepare()
+            else:
+                cache_vectors(cache, dim, self.unlabelled_texts, self.encoding.seed, self.num_proc)
+        return cache
+
+    # --- what the cache holds -----------------------------------------------------------------------
+
+    def meta(self) -> dict:
+        cache = self.cache_dir
+        if not (cache / "meta.json").is_file():
+            raise DataError("the vocabulary and labels are read from the training data by prepare_data(): call "
+                            "dm.prepare_data() first (Trainer.fit and `sentiment fit` do)")
+        return json.loads((cache / "meta.json").read_text())
+
+    @property
+    def vocab(self) -> Vocab:
+        self.meta()  # the cache is there, or a clear error
+        return Vocab.load(self.cache_dir / "vocab.json")
+
+    @property
+    def ngrams(self) -> NgramTable | None:
+        """The n-grams the bag knows, or None without a bag."""
+        if not self.encoding.bag_ngrams:
+            return None
+        self.meta()
+        return NgramTable(np.load(self.cache_dir / "ngrams.npy"), self.encoding.bag_ngrams)
+
+    @property
+    def bag_ratios(self) -> np.ndarray | None:
+        """Each n-gram's naive-Bayes log-count ratio on the training split (``bag_size + 1`` x outputs; row 0 pads),
+        which scales the bag's weights; None without a bag."""
+        if not self.encoding.bag_ngrams:
+            return None
+        self.meta()
+        return np.load(self.cache_dir / "ngram_ratios.npy")
+
+    @property
+    def embedding_vectors(self) -> np.ndarray | None:
+        """The word vectors ``prepare()`` learnt (``vocab_size x word_vectors``), or None without them."""
+        dim = self.unlabelled.word_vectors
+        return cached_vectors(self.labelled().cache_dir, dim) if dim else None
+
+    def text_encoder(self, vocab: Vocab | None = None) -> TextEncoder:
+        """Tokenizer, vocabulary, truncation and n-gram table: what a model needs to read raw text as training did."""
+        return TextEncoder(vocab or self.vocab, self.encoding.max_length, self.encoding.truncation, self.ngrams)
+
+    def load(self, split: str, missing: Callable[[str], str] | None = None) -> EncodedReviews:
+        """The encoded ``split`` of the cache, memory-mapped."""
+        meta, cache = self.meta(), self.cache_dir
+        if split not in meta["splits"]:
+            raise DataError(missing(split) if missing else f"no {split} split")
+
+        def arrays(*parts: str) -> tuple[np.ndarray, ...]:
+            return tuple(np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in parts)
+
+        bags = arrays("bag", "bag_counts") if self.encoding.bag_ngrams else None
+        return EncodedReviews(*arrays("ids", "lengths", "labels"), bags=bags)
+
+    def missing_split(self, split: str) -> str:
+        """Why a split is missing, in one line."""
+        if split == "test":
+            if self.train_file:
+                return "no test data: set --data.test_file"
+            return f"{self.imdb_source(False)}: the IMDb source has no test split (aclImdb/test/pos, aclImdb/test/neg)"
+        return "no validation data: set --data.val_file or a val_fraction above 0"
+
+
+def check_classes(classes: np.ndarray, reader: LabelReader, source: str) -> None:
+    """Every class of a training split needs two reviews, and there must be two classes."""
+    counts = np.bincount(classes, minlength=len(reader.labels))
+    if (counts > 0).sum() < 2:
+        found = reader.labels[int(np.argmax(counts))]
+        raise DataError(f"{source}: every training review has label {found}; a classifier needs at least two classes")
+    if counts.min() < 2:
+        rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
+        raise DataError(f"{source}: too few training reviews of {rare}; every class needs at least two")
+
+
+def encode_splits(read: Splits, encoding: Encoding, folder: Path, counted: int, num_proc: int | None = None) -> None:
+    """Encode the splits into ``folder``, with a vocabulary (and a bag's table) of the first ``counted`` training
+    reviews."""
+    reviews, classes, reader = read
+    order = [s for s in SPLITS if s in reviews]
+    texts = [t for s in order for t in reviews[s].texts]
+    count_mask = np.concatenate([np.arange(len(reviews[s])) < (counted if s == "train" else 0) for s in order])
+    vocab, ids, lengths = encode_corpus(texts, count_mask=count_mask, min_freq=encoding.min_freq,
+                                        max_size=encoding.max_size, max_length=encoding.max_length,
+                                        truncation=encoding.truncation, num_proc=num_proc)
+    vocab.save(folder / "vocab.json")
+    bags = encode_bags(texts, count_mask, classes["train"][:counted], len(reader.labels), encoding, folder)
+    start = 0
+    for split in order:
+        stop = start + len(reviews[split])
+        np.save(folder / f"{split}.ids.npy", ids[start:stop])
+        np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
+        np.save(folder / f"{split}.labels.npy", classes[split].astype(np.int16))
+        if bags is not None:
+            flat, counts, offsets, _ = bags
+            np.save(folder / f"{split}.bag.npy", flat[offsets[start]:offsets[stop]])
+            np.save(folder / f"{split}.bag_counts.npy", counts[start:stop])
+        start = stop
+    meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab), "labels": list(reader.labels),
+            "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
+    if bags is not None:
+        meta["bag_size"] = bags[3]
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
+                encoding: Encoding, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts, offsets, and the size of the table
+    of the n-grams of the counted training reviews, which is written into ``folder`` with their log-count ratios."""
+    if not encoding.bag_ngrams:
+        return None
+    words = Words.of(tokenize_bytes(t) for t in texts)
+    counted = int(np.count_nonzero(count_mask))  # the training split's first reviews, as for the vocabulary
+    table = NgramTable.build(words.first(counted), encoding.bag_min_count, encoding.bag_ngrams)
+    flat, counts = table.encode(words)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    np.save(folder / "ngrams.npy", table.hashes)
+    np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
+                                                          counted_classes, len(table), num_classes))
+    return flat, counts, offsets, len(table)
+
+
+def stratified_split(classes: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded held-out share of every class (rounded, at least one of each), and the rest in their order.
+
+    With ``groups``, whole groups are held out (every review of a movie on one side): groups are taken in a
+    seeded order while they fit in what every class still needs, so each class gets its share, or as close to
+    it as the group sizes allow. Held-out rows come shuffled, so validation batches mix the classes."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(classes)
+    wanted = np.minimum(counts - 1, np.maximum(1, np.round(counts * fraction).astype(np.int64)))
+    wanted[counts == 0] = 0
+    if groups is None:
+        held = [rng.permutation(np.flatnonzero(classes == c))[:n] for c, n in enumerate(wanted)]
+        val_idx = rng.permutation(np.concatenate(held))
+    else:
+        names, group = np.unique(np.asarray(groups), return_inverse=True)
+        per_group = np.zeros((len(names), len(counts)), dtype=np.int64)
+        np.add.at(per_group, (group, classes), 1)
+        taken, chosen = np.zeros_like(wanted), []
+        for g in rng.permutation(len(names)):
+            if np.all(taken + per_group[g] <= wanted):
+                taken += per_group[g]
+                chosen.append(g)
+                if np.array_equal(taken, wanted):
+                    break
+        val_idx = rng.permutation(np.flatnonzero(np.isin(group, chosen)))
+    train_mask = np.ones(len(classes), dtype=bool)
+    train_mask[val_idx] = False
+    return val_idx, np.flatnonzero(train_mask)
