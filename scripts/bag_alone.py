@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import seed_everything
 
-from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY, write_checkpoint
+from sentiment.checkpoint import add_inference_state, write_checkpoint
 from sentiment.cli import build_cli
 from sentiment.model import classification_loss
 from sentiment.predictor import Predictor
@@ -77,8 +77,8 @@ def bag_checkpoint(model, dm, bias: torch.Tensor, path: Path) -> Path:
     with torch.no_grad():
         model.net.head.weight.zero_()
         model.net.head.bias.copy_(bias)
-    write_checkpoint({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                      ENCODER_KEY: dm.text_encoder.to_dict(), CALIBRATION_KEY: {"temperature": 1.0}}, path)
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": model_settings(model)}
+    write_checkpoint(add_inference_state(checkpoint, dm.text_encoder, temperature=1.0), path)
     return path
 
 

@@ -8,7 +8,6 @@ in about the time of ``import torch``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import pickle
 from collections.abc import Mapping
@@ -20,15 +19,15 @@ import torch
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
 from sentiment.labels import BINARY
-from sentiment.model import SentimentNet
+from sentiment.model import NetConfig, SentimentNet
 from sentiment.settings import GROUPS, Encoding
 from sentiment.text import TextEncoder
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
 CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.calibration)
 NETWORK_PREFIX = "net."  # the network's weights in the LightningModule's state_dict
-# What rebuilds the network: SentimentNet's own arguments, read from the checkpoint's hyperparameters
-NETWORK_SETTINGS = tuple(k for k in inspect.signature(SentimentNet).parameters if k != "num_classes")  # from labels
+# Network settings that checkpoints before NetConfig may hold and that no longer exist: the hashed-bigram bag's
+GONE_NETWORK_SETTINGS = ("ngram_buckets", "ngram_dim")  # a model is readable if the first is 0 (no such bag)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -63,14 +62,29 @@ def write_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> 
         torch.save(checkpoint, f)
 
 
-def network_settings(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """The network's settings among a classifier's hyperparameters."""
-    return {key: hparams[key] for key in NETWORK_SETTINGS if key in hparams}
+def load_model_settings(checkpoint: Mapping[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, Any]:
+    """The classifier's arguments a checkpoint was written with, in today's layout: the network's settings as one
+    ``net`` dict. Checkpoints written before ``NetConfig`` kept them beside the classifier's own: they are read into
+    it here, the one place that knows the old layout."""
+    settings = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # not LightningCLI's
+    net = dict(settings.pop("net", None) or {})
+    for field in dataclasses.fields(NetConfig):
+        if field.name in settings:
+            net.setdefault(field.name, settings.pop(field.name))
+    buckets, _ = (settings.pop(name, 0) for name in GONE_NETWORK_SETTINGS)
+    if buckets:
+        raise DataError(f"{path}: this model has a bag of hashed bigrams (ngram_buckets), which this sentiment release "
+                        "no longer has; retrain it (the default bag of n-grams reads every word)")
+    settings.setdefault("bag_size", 0)
+    settings.pop("unk_id", None)  # always the vocabulary's
+    return {**settings, "net": net}
 
 
-def load_network(checkpoint: Mapping[str, Any]) -> SentimentNet:
+def load_network(checkpoint: Mapping[str, Any], path: str | os.PathLike = "checkpoint") -> SentimentNet:
     """The trained network of a checkpoint read by ``read_checkpoint``, in eval mode."""
-    net = SentimentNet(**network_settings(checkpoint["hyper_parameters"]), num_classes=len(load_labels(checkpoint)))
+    settings = load_model_settings(checkpoint, path)
+    net = SentimentNet(settings["vocab_size"], NetConfig(**settings["net"]), num_classes=len(load_labels(checkpoint)),
+                       bag_size=settings["bag_size"], pad_id=settings.get("pad_id", 0))
     weights = {key[len(NETWORK_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
                if key.startswith(NETWORK_PREFIX)}
     net.load_state_dict(weights)
@@ -93,6 +107,15 @@ def load_text_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike = "
         raise DataError(f"{path}: this checkpoint has no vocabulary (it was saved without a data module); "
                         "checkpoints written by `sentiment fit` carry one")
     return TextEncoder.from_dict(checkpoint[ENCODER_KEY])
+
+
+def add_inference_state(checkpoint: dict[str, Any], encoder: TextEncoder | None, temperature: float) -> dict[str, Any]:
+    """What a trained model needs besides its weights to answer raw text, written into ``checkpoint``: its text
+    encoder (vocabulary, tokenizer settings, n-gram table, as plain data) and its calibrating temperature."""
+    checkpoint[CALIBRATION_KEY] = {"temperature": float(temperature)}
+    if encoder is not None:
+        checkpoint[ENCODER_KEY] = encoder.to_dict()
+    return checkpoint
 
 
 def load_data_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ checkpoints, so a trained model reads raw reviews with no data module present.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -33,11 +33,11 @@ from torchmetrics.classification import (
 )
 
 from sentiment.calibration import calibrate
-from sentiment.checkpoint import CALIBRATION_KEY, ENCODER_KEY
+from sentiment.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
 from sentiment import cpu
 from sentiment.errors import DataError
 from sentiment.labels import BINARY, numeric_values
-from sentiment.model import SentimentNet, adversarial_losses, classification_loss, probabilities
+from sentiment.model import NetConfig, SentimentNet, adversarial_losses, classification_loss, probabilities
 from sentiment.predictor import Predictor
 from sentiment.text import TextEncoder, Vocab
 
@@ -50,8 +50,8 @@ class SentimentClassifier(L.LightningModule):
     the calibration error (and, for numeric labels such as star ratings, the mean absolute error).
 
     The defaults are the recipe we recommend (``configs/imdb.yaml``): ``SentimentClassifier(vocab_size=...)``
-    is the good model. The network's settings are ``SentimentNet``'s arguments, passed through as they are
-    (``hidden_dim=64, pooling="last"``, ...; ``--model.hidden_dim`` on the command line).
+    is the good model. The network's settings are one ``NetConfig`` (``net={"hidden_dim": 128}``;
+    ``--model.net.hidden_dim 128`` on the command line).
 
     Args:
         vocab_size: number of token ids (linked from the data module by the CLI; read from the
@@ -59,7 +59,11 @@ class SentimentClassifier(L.LightningModule):
         classes: the label set, in order (linked from the data module by the CLI: ``dm.label_names``;
             default: negative, positive); two classes train one logit with a sigmoid, more a logit per class
             with a softmax.
+        bag_size: n-grams in the data's bag of n-grams (linked from the data module by the CLI: ``dm.bag_size``);
+            0: no bag.
         pad_id: id of the padding token.
+        net: the network's settings (``NetConfig``: ``--model.net.hidden_dim``, ...; a dict of the settings that
+            differ from the defaults will do).
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         lr_schedule: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine`` (warm up, then cosine decay).
@@ -74,15 +78,15 @@ class SentimentClassifier(L.LightningModule):
         bag_lr: peak learning rate of the bag of n-grams' weights (``bag_size`` > 0); None: ``lr``.
         bag_weight_decay: AdamW weight decay of the bag's weights, its own regularisation, so that it does not
             drown the recurrent part.
-        **network: the network's settings: ``SentimentNet``'s arguments (``embed_dim``, ``hidden_dim``, ``cell``,
-            ``pooling``, ...).
     """
 
     def __init__(
         self,
         vocab_size: int | None = None,
         classes: list[str] | None = None,
+        bag_size: int = 0,
         pad_id: int = Vocab.pad_id,
+        net: NetConfig = NetConfig(),  # frozen: one shared default is safe, and LightningCLI shows its fields
         lr: float = 4e-3,
         weight_decay: float = 0.01,
         lr_schedule: LrSchedule = "onecycle",
@@ -93,7 +97,6 @@ class SentimentClassifier(L.LightningModule):
         adversarial_every: int = 2,  # every other step: the same accuracy at two thirds of the time (BENCHMARKS.md)
         bag_lr: float | None = None,
         bag_weight_decay: float = 0.0,
-        **network: Any,
     ) -> None:
         super().__init__()
         if vocab_size is None:
@@ -101,18 +104,15 @@ class SentimentClassifier(L.LightningModule):
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
         if adversarial_every < 1:
             raise ValueError(f"adversarial_every must be 1 or more, got {adversarial_every}")
-        if "num_classes" in network:
-            raise ValueError("the number of classes comes from classes=[...], the label set")
         self.labels = tuple(classes) if classes else BINARY
-        self.save_hyperparameters()
-        self.hparams.classes = list(self.labels)  # plain strings: checkpoints load with weights_only
-        self.net = SentimentNet(vocab_size, pad_id=pad_id, unk_id=Vocab.unk_id, num_classes=len(self.labels),
-                                **network)
-        # every network setting, defaults included: a checkpoint rebuilds its network whatever the defaults become
-        derived = ("unk_id", "num_classes")  # from the vocabulary and the labels
-        defaults = {k: p.default for k, p in inspect.signature(SentimentNet).parameters.items()
-                    if p.default is not p.empty and k not in self.hparams and k not in derived}
-        self.save_hyperparameters({**self.hparams, **defaults})
+        config = NetConfig.of(net)
+        self.save_hyperparameters(ignore=["net"])
+        # plain data, so that checkpoints load with weights_only: the label set as strings, and every network
+        # setting, defaults included (a checkpoint rebuilds its network whatever the defaults become)
+        self.hparams.classes = list(self.labels)
+        self.hparams.net = dataclasses.asdict(config)
+        self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size, pad_id=pad_id,
+                                unk_id=Vocab.unk_id)
         self.text_encoder: TextEncoder | None = None
         self.temperature = 1.0  # fitted on validation (sentiment.calibration); travels in checkpoints
         self.values = numeric_values(self.labels)  # star ratings and other numbers: their values, for `mae`
@@ -256,7 +256,8 @@ class SentimentClassifier(L.LightningModule):
                 embedding = self.net.embedding.weight
                 if vectors.shape != tuple(embedding.shape):
                     raise DataError(f"the word vectors have {vectors.shape[1]} dimensions but the model's embedding "
-                                    f"{embedding.shape[1]}: set --data.unlabelled.word_vectors and --model.embed_dim alike")
+                                    f"{embedding.shape[1]}: set --data.unlabelled.word_vectors and "
+                                    "--model.net.embed_dim alike")
                 with torch.no_grad():
                     embedding.copy_(torch.from_numpy(vectors))
             if stage == "fit" and self.hparams.class_weights == "balanced":
@@ -351,15 +352,13 @@ class SentimentClassifier(L.LightningModule):
     # --- the text encoder travels with the weights -----------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CALIBRATION_KEY] = {"temperature": self.temperature}
-        if self.text_encoder is not None:
-            checkpoint[ENCODER_KEY] = self.text_encoder.to_dict()
+        add_inference_state(checkpoint, self.text_encoder, self.temperature)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.temperature = float((checkpoint.get(CALIBRATION_KEY) or {}).get("temperature", 1.0))
-        if ENCODER_KEY not in checkpoint:
+        self.temperature = load_temperature(checkpoint)
+        if ENCODER_KEY not in checkpoint:  # saved without a data module: the data module's encoder serves
             return
-        saved = TextEncoder.from_dict(checkpoint[ENCODER_KEY])
+        saved = load_text_encoder(checkpoint)
         if self.text_encoder is not None and self.text_encoder.vocab != saved.vocab:
             raise DataError("the checkpoint's vocabulary differs from the data module's: evaluate with the "
                             "data settings (max_size, min_freq, max_length, training data) used for training")

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
-from sentiment.checkpoint import load_data_settings, load_encoding, read_checkpoint
+from sentiment.checkpoint import load_data_settings, load_encoding, load_model_settings, read_checkpoint
 from sentiment.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
 from sentiment.data import SentimentDataModule
@@ -92,11 +92,6 @@ def prepared_labels(data: SentimentDataModule) -> list[str]:
 def prepared_bag_size(data: SentimentDataModule) -> int:
     """The n-grams of the bag the model is built for (0: none), as ``prepare_data()`` counted them."""
     return prepared(data).bag_size
-
-
-def model_settings(checkpoint: dict) -> dict[str, Any]:
-    """The model's arguments among a checkpoint's hyperparameters (not LightningCLI's own ``_instantiator``)."""
-    return {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
 
 
 def _option_value(argv: list[str], option: str) -> str | None:
@@ -213,7 +208,8 @@ class SentimentCLI(LightningCLI):
             self.check_data_agrees(config.data)
         # The model as the checkpoint built it. The weights are loaded from the file already read (before_*), so
         # the Trainer is given no path to read it again.
-        self.config = parser.parse_object({subcommand: {"model": model_settings(self.checkpoint)}}, self.config)
+        settings = load_model_settings(self.checkpoint, self.checkpoint_path)
+        self.config = parser.parse_object({subcommand: {"model": settings}}, self.config)
         self.config[subcommand].ckpt_path = None
 
     def check_data_agrees(self, data: Namespace) -> None:

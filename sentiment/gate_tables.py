@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sentiment.model import SentimentNet
+from sentiment.model import SentimentNet, summary_states
 
 TABLES_FROM = 8  # reviews a batch: below this PyTorch's LSTM answers sooner (BENCHMARKS.md)
 
@@ -44,14 +44,13 @@ class GateTables:
 
     @staticmethod
     def supports(net: SentimentNet) -> bool:
-        """Networks these tables compute: one LSTM layer (one direction or two), any pooling, without the
-        fastText-style bag of hashed bigrams (the linear bag of n-grams is fine)."""
+        """Networks these tables compute: one LSTM layer (one direction or two), with any pooling and bag."""
         layers = net.encoder.layers
-        return len(layers) == 1 and isinstance(layers[0][0], torch.nn.LSTM) and net.bag is None
+        return len(layers) == 1 and isinstance(layers[0][0], torch.nn.LSTM)
 
     def __init__(self, net: SentimentNet) -> None:
         if not self.supports(net):
-            raise ValueError("gate tables compute networks of one LSTM layer without ngram_buckets")
+            raise ValueError("gate tables compute networks of one LSTM layer (no GRU, no stacked layers)")
         self.net = net
         directions = net.encoder.layers[0]
         hidden = directions[0].hidden_size
@@ -106,14 +105,12 @@ class GateTables:
         return logits.squeeze(-1) if logits.size(-1) == 1 else logits
 
     def _pooled(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``SentimentNet``'s pooling of the (negated) states, negated: the backward direction's states come in
-        reading order, so its masks and attention weights by position are read reversed."""
-        pooling, (directions, steps, batch, hidden) = self.net.pooling, states.shape
-        if pooling == "last":  # forward state at the last real word, backward state at the first (its last step)
-            return torch.cat([states[0, lengths - 1, torch.arange(batch)], *states[1:, -1]], 1)
+        """``SentimentNet``'s pooling of the (negated) states, negated. Attention's arithmetic is folded into the
+        tables' (it reads the states as they come: negated, the backward ones in reading order); every other pooling
+        is the network's own, of the states laid out as the network's (by position, not negated)."""
+        directions, steps, batch, hidden = states.shape
         mask = torch.arange(steps)[:, None] < lengths[None, :]  # T x B, by position
-        by_step = [mask, mask.flip(0)][:directions]
-        if pooling == "attention":
+        if self.net.pooling == "attention":
             scores = self.proj_bias.expand(steps, batch, -1).clone()
             for d in range(directions):
                 projected = (states[d].view(steps * batch, hidden) @ self.proj[d]).view(steps, batch, -1)
@@ -122,11 +119,6 @@ class GateTables:
             weights = torch.softmax(scores.masked_fill_(~mask, float("-inf")), dim=0).unsqueeze(-1)
             return torch.cat([(w * states[d]).sum(0) for d, w in enumerate([weights, weights.flip(0)][:directions])],
                              1)
-        parts = []
-        if pooling in ("mean", "mean_max"):
-            parts += [(states[d] * m.unsqueeze(-1)).sum(0) / m.sum(0, keepdim=True).t().clamp(min=1)
-                      for d, m in enumerate(by_step)]
-        if pooling in ("max", "mean_max"):  # the states are negated: their largest value is the smallest here
-            parts += [states[d].masked_fill(~m.unsqueeze(-1), float("inf")).min(0).values
-                      for d, m in enumerate(by_step)]
-        return torch.cat(parts, 1)
+        by_position = torch.cat([states[0], *(s.flip(0) for s in states[1:])], 2).neg_()
+        pooled, _ = self.net.pool(by_position, summary_states(by_position, lengths, directions), mask)
+        return pooled.neg_()

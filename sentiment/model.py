@@ -10,8 +10,9 @@ masks padded steps. This is 2-3x faster on CPU than packed sequences, which give
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, get_args
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -106,32 +107,16 @@ class RecurrentEncoder(nn.Module):
                     x, lengths, time_dim=0)
                 outs.append(reverse_within_lengths(layer[1](backward_input)[0], lengths, time_dim=0))
             x = torch.cat(outs, dim=2) if len(outs) == 2 else outs[0]
-        batch = torch.arange(x.size(1), device=x.device)
-        hidden = x.size(2) // len(self.layers[-1])
-        summary = x[lengths - 1, batch, :hidden]
-        if len(self.layers[-1]) == 2:
-            summary = torch.cat([summary, x[0, :, hidden:]], dim=1)
-        return x, summary
+        return x, summary_states(x, lengths, len(self.layers[-1]))
 
 
-class NgramBag(nn.Module):
-    """fastText-style bag of n-grams: the mean embedding of a review's words and hashed word bigrams.
-
-    Beside the recurrent encoder it adds what a linear n-gram model sees well (which phrases occur,
-    wherever they are), cheaply: one EmbeddingBag lookup per review.
-    """
-
-    def __init__(self, vocab_size: int, buckets: int, dim: int) -> None:
-        super().__init__()
-        self.vocab_size, self.buckets = vocab_size, buckets
-        self.table = nn.EmbeddingBag(vocab_size + buckets, dim, mode="sum")
-
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        bigrams = (input_ids[:, :-1] * 1_000_003 + input_ids[:, 1:]) % self.buckets + self.vocab_size
-        ids = torch.cat([input_ids, bigrams], dim=1)
-        weights = torch.cat([mask, mask[:, 1:]], dim=1).float()  # a bigram counts if its second word does
-        summed = self.table(ids, per_sample_weights=weights)
-        return summed / weights.sum(1, keepdim=True).clamp(min=1)
+def summary_states(states: torch.Tensor, lengths: torch.Tensor, directions: int) -> torch.Tensor:
+    """Each review's summary of time-major ``states`` (T x B x H*directions): the forward state at its last real token
+    and the backward state at its first."""
+    batch = torch.arange(states.size(1), device=states.device)
+    hidden = states.size(2) // directions
+    summary = states[lengths - 1, batch, :hidden]
+    return torch.cat([summary, states[0, :, hidden:]], dim=1) if directions == 2 else summary
 
 
 class LinearBag(nn.Module):
@@ -169,79 +154,90 @@ class LinearBag(nn.Module):
         return (self.weight.weight * self.scale).detach()
 
 
-class SentimentNet(nn.Module):
-    """Embedding -> LSTM/GRU -> pooling -> dropout -> Linear: one logit per review for two classes (> 0: the
-    second), or one per class for more.
+@dataclass(frozen=True)
+class NetConfig:
+    """The network's settings, one object (as nanoGPT's ``GPTConfig``): ``SentimentNet`` is built from it, a
+    classifier's checkpoint keeps it whole, and LightningCLI reads it as ``--model.net.<setting>``.
 
-    The defaults are the recipe we recommend (``configs/imdb.yaml``); ``configs/seed.yaml`` spells out the
-    original project's network (hidden 64, one direction, last step, dropout 0.5).
+    The defaults are the recipe we recommend (``configs/imdb.yaml``); ``configs/seed.yaml`` spells out the original
+    project's network (hidden 64, one direction, last step, dropout 0.5).
 
     Args:
-        vocab_size: number of token ids.
         embed_dim: embedding width.
         hidden_dim: recurrent state width (per direction).
         cell: ``lstm`` or ``gru``.
         num_layers: stacked recurrent layers.
         bidirectional: read the review in both directions.
-        pooling: how the sequence of states becomes one vector: ``last`` (state at the last real token),
-            ``mean``, ``max``, ``mean_max`` (both, concatenated) or ``attention`` (learned weights).
+        pooling: how the sequence of states becomes one vector: ``last`` (state at the last real token), ``mean``,
+            ``max``, ``mean_max`` (both, concatenated) or ``attention`` (learned weights).
         dropout: dropout before the output layer (and between stacked layers).
         embed_dropout: dropout on the embeddings.
         word_dropout: while training, the share of tokens replaced by ``<unk>`` (a regularizer for text).
-        ngram_buckets: hash buckets for word bigrams in a fastText-style n-gram bag beside the encoder
-            (0: no bag).
-        ngram_dim: embedding width of the n-gram bag.
-        bag_size: n-grams in the table of a linear bag over the whole review (``LinearBag``; the data module's
-            ``bag_size``), whose logits add to the recurrent part's; 0: none.
-        bag_init: the bag's weights start at this (1: the naive-Bayes classifier of the log-count ratios; 0: no
-            say until trained).
+        bag_init: the bag of n-grams' weights start at this (1: the naive-Bayes classifier of the log-count ratios;
+            0: no say until trained).
         bag_dropout: while training, the share of each review's n-grams the bag drops.
-        num_classes: classes to tell apart (2: one logit, read with a sigmoid; more: a logit per class).
-        pad_id: id of the padding token (its embedding stays zero).
-        unk_id: id of the unknown-word token.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int = 128,
-        hidden_dim: int = 64,  # beside the bag of n-grams, 128 scored the same in 1.4x the time (BENCHMARKS.md)
-        cell: Cell = "lstm",
-        num_layers: int = 1,
-        bidirectional: bool = True,  # reads better than one direction, at 1.5x the time (BENCHMARKS.md)
-        pooling: Pooling = "attention",  # last-step pooling forgets the start of a review
-        dropout: float = 0.3,
-        embed_dropout: float = 0.25,
-        word_dropout: float = 0.1,  # 0.2 scored lower at 128 tokens (BENCHMARKS.md)
-        ngram_buckets: int = 0,
-        ngram_dim: int = 16,
-        bag_size: int = 0,
-        bag_init: float = 0.0,
-        bag_dropout: float = 0.5,  # leaves the recurrent part something to learn: +0.4 (BENCHMARKS.md)
-        num_classes: int = 2,
-        pad_id: int = 0,
-        unk_id: int = 1,
-    ) -> None:
+    embed_dim: int = 128
+    hidden_dim: int = 64  # beside the bag of n-grams, 128 scored the same in 1.4x the time (BENCHMARKS.md)
+    cell: Cell = "lstm"
+    num_layers: int = 1
+    bidirectional: bool = True  # reads better than one direction, at 1.5x the time (BENCHMARKS.md)
+    pooling: Pooling = "attention"  # last-step pooling forgets the start of a review
+    dropout: float = 0.3
+    embed_dropout: float = 0.25
+    word_dropout: float = 0.1  # 0.2 scored lower at 128 tokens (BENCHMARKS.md)
+    bag_init: float = 0.0
+    bag_dropout: float = 0.5  # leaves the recurrent part something to learn: +0.4 (BENCHMARKS.md)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+
+    @classmethod
+    def of(cls, config: NetConfig | Mapping[str, Any] | None = None, **changes: Any) -> NetConfig:
+        """A config from another, from a mapping of the settings that differ from the defaults (hyperparameters read
+        back from a checkpoint or a YAML file), or the defaults; with ``changes`` applied."""
+        if config is None or isinstance(config, Mapping):
+            return cls(**{**(config or {}), **changes})
+        return replace(config, **changes) if changes else config
+
+
+class SentimentNet(nn.Module):
+    """Embedding -> LSTM/GRU -> pooling -> dropout -> Linear: one logit per review for two classes (> 0: the
+    second), or one per class for more; beside it, with ``bag_size``, a linear bag of n-grams over the whole review.
+
+    Args:
+        vocab_size: number of token ids.
+        config: the network's settings (``NetConfig``; default: the recipe we recommend).
+        num_classes: classes to tell apart (2: one logit, read with a sigmoid; more: a logit per class).
+        bag_size: n-grams in the table of the linear bag over the whole review (``LinearBag``; the data module's
+            ``bag_size``), whose logits add to the recurrent part's; 0: none.
+        pad_id: id of the padding token (its embedding stays zero).
+        unk_id: id of the unknown-word token.
+        **changes: settings of ``config`` to change (``SentimentNet(vocab_size, hidden_dim=128)``).
+    """
+
+    def __init__(self, vocab_size: int, config: NetConfig | Mapping[str, Any] | None = None, num_classes: int = 2,
+                 bag_size: int = 0, pad_id: int = 0, unk_id: int = 1, **changes: Any) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.config = c = NetConfig.of(config, **changes)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        self.pooling, self.bidirectional = pooling, bidirectional
-        self.word_dropout, self.unk_id = word_dropout, unk_id
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.embed_dropout = FastDropout(embed_dropout)
-        self.encoder = RecurrentEncoder(embed_dim, hidden_dim, cell, num_layers, bidirectional,
-                                        dropout if num_layers > 1 else 0.0)
+        self.pooling, self.bidirectional = c.pooling, c.bidirectional
+        self.word_dropout, self.unk_id = c.word_dropout, unk_id
+        self.embedding = nn.Embedding(vocab_size, c.embed_dim, padding_idx=pad_id)
+        self.embed_dropout = FastDropout(c.embed_dropout)
+        self.encoder = RecurrentEncoder(c.embed_dim, c.hidden_dim, c.cell, c.num_layers, c.bidirectional,
+                                        c.dropout if c.num_layers > 1 else 0.0)
         state_dim = self.encoder.output_dim
-        self.attention = AdditivePooling(state_dim) if pooling == "attention" else None
-        self.bag = NgramBag(vocab_size, ngram_buckets, ngram_dim) if ngram_buckets > 0 else None
-        self.dropout = nn.Dropout(dropout)
-        features = state_dim * (2 if pooling == "mean_max" else 1) + (ngram_dim if self.bag is not None else 0)
-        self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)
-        self.linear_bag = LinearBag(bag_size, self.head.out_features, bag_init, bag_dropout) if bag_size else None
+        self.attention = AdditivePooling(state_dim) if c.pooling == "attention" else None
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(state_dim * (2 if c.pooling == "mean_max" else 1), 1 if num_classes == 2 else num_classes)
+        self.linear_bag = (LinearBag(bag_size, self.head.out_features, c.bag_init, c.bag_dropout) if bag_size
+                           else None)
         self.keep_inference_casts(False)
 
     def keep_inference_casts(self, keep: bool = True) -> None:
@@ -320,23 +316,27 @@ class SentimentNet(nn.Module):
         """Logits from embeddings ``x`` (T x B x E): recurrence, pooling, dropout, output layer; plus ``bag``, the
         bag's logits (``bag_logits``)."""
         states, summary = self.encoder(x, lengths, x_reversed)
-        weights = None
-        mask = torch.arange(input_ids.size(1), device=states.device)[None, :] < lengths[:, None]  # B x T
-        if self.pooling == "last":
-            pooled = summary
-        elif self.pooling == "attention":
-            pooled, weights = self.attention(states, mask.t())
-            weights = weights.t()
-        else:
-            pooled = _masked_pool(states, mask.t(), self.pooling)
-        if self.bag is not None:
-            pooled = torch.cat([pooled, self.bag(input_ids, mask)], dim=1)
+        mask = torch.arange(input_ids.size(1), device=states.device)[:, None] < lengths[None, :]  # T x B
+        pooled, weights = self.pool(states, summary, mask)
+        weights = weights.t() if weights is not None else None
         with torch.autocast(pooled.device.type, enabled=False):  # under bfloat16 autocast too: full digits
             logits = self.head(self.dropout(pooled).float())
         if bag is not None:
             logits = logits + bag
         logits = logits.squeeze(-1) if logits.size(-1) == 1 else logits
         return (logits, weights) if return_attention else logits
+
+
+    def pool(self, states: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reviews' vectors (B x D) from time-major ``states`` (T x B x D; padded steps masked out by ``mask``,
+        T x B) and their ``summary`` (``summary_states``), as ``pooling`` says; with attention, also its weights (T x
+        B). The one definition of every pooling (the gate tables fold attention's into their own arithmetic)."""
+        if self.pooling == "last":
+            return summary, None
+        if self.pooling == "attention":
+            return self.attention(states, mask)
+        return _masked_pool(states, mask, self.pooling), None
 
 
 def _masked_pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -99,7 +99,7 @@ class Predictor:
         ``options`` are ``Predictor``'s own (``compute``, ``batch_size``, ``threads``).
         """
         checkpoint = read_checkpoint(path)
-        predictor = cls(load_network(checkpoint), load_text_encoder(checkpoint, path), load_labels(checkpoint),
+        predictor = cls(load_network(checkpoint, path), load_text_encoder(checkpoint, path), load_labels(checkpoint),
                         load_temperature(checkpoint), **options)
         predictor.net.keep_inference_casts()  # this network's weights never change
         return predictor

@@ -165,7 +165,8 @@ def trained(tmp_path_factory):
     test = write_csv(root / "test.csv", [(t, y) for t, y in make_reviews(60, seed=5)])
     args = ["fit", "--data.train_file", str(train), "--data.test_file", str(test), "--data.loader.min_epoch_size", "0",
             "--data.data_dir", str(root / "data"), "--data.loader.batch_size", "32", "--data.encoding.min_freq", "1",
-            "--model.lr", "0.01", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.pooling", "mean_max",
+            "--model.lr", "0.01", "--model.net.hidden_dim", "16", "--model.net.embed_dim", "16",
+            "--model.net.pooling", "mean_max",
             "--trainer.max_epochs", "8", "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "2"]
     assert run_cli(*args) == 0
@@ -192,7 +193,7 @@ def three(tmp_path_factory):
     assert run_cli("fit", "--config", str(CONFIGS / "imdb.yaml"), "--data.train_file", str(train),
                    "--data.test_file", str(test), "--data.data_dir", str(root / "data"), "--data.encoding.min_freq",
                    "1",
-                   "--data.loader.min_epoch_size", "0", "--model.hidden_dim", "16", "--model.embed_dim", "16",
+                   "--data.loader.min_epoch_size", "0", "--model.net.hidden_dim", "16", "--model.net.embed_dim", "16",
                    "--model.adversarial", "0", "--trainer.max_epochs", "8", "--trainer.log_every_n_steps", "5",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     return {"root": root, "best": root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt", "test": test}
@@ -212,7 +213,7 @@ def make_buried_reviews(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 BAG_FIT = ["--data.loader.min_epoch_size", "0", "--data.encoding.min_freq", "1", "--data.encoding.max_length", "16",
-           "--data.encoding.bag_min_count", "1", "--model.hidden_dim", "8", "--model.embed_dim", "8",
+           "--data.encoding.bag_min_count", "1", "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8",
            "--model.adversarial", "0",
            "--model.lr", "0.01", "--model.bag_lr", "0.05", "--trainer.max_epochs", "6",
            "--trainer.enable_progress_bar", "false"]

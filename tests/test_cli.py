@@ -43,7 +43,7 @@ def test_fit_writes_best_and_last_checkpoints_and_tensorboard_logs(trained):
     assert "val/pr_curve" in events.Tags()["tensors"]
     assert events.Scalars("val/acc")[-1].value > 0.9
     hparams = yaml.safe_load((run / "hparams.yaml").read_text())
-    assert hparams["vocab_size"] > 2 and "hidden_dim" in hparams
+    assert hparams["vocab_size"] > 2 and "hidden_dim" in hparams["net"]
 
 
 def test_checkpoint_alone_predicts_raw_text(trained, tmp_path, monkeypatch):
@@ -114,7 +114,7 @@ def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random
     build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=400, movies=40)
     assert run_cli("fit", "--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1",
                    "--data.encoding.val_by_movie", "false",
-                   "--data.loader.min_epoch_size", "0", "--model.hidden_dim", "8", "--model.embed_dim", "8",
+                   "--data.loader.min_epoch_size", "0", "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8",
                    "--model.adversarial", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
                    str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
     run = tmp_path / "lightning_logs" / "version_0"
@@ -234,7 +234,8 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 80)
     recipe = ["--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1", "--data.loader.min_epoch_size", "1000",
-              "--data.loader.batch_size", "32", "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr",
+              "--data.loader.batch_size", "32", "--model.net.hidden_dim", "16", "--model.net.embed_dim", "16",
+              "--model.lr",
               "0.01",
               "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--seed_everything", "3"]
 
@@ -284,7 +285,7 @@ def test_self_training_refuses_another_teacher_and_several_devices(tmp_path, cap
 def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert run_cli("fit", "--config", str(configs / "imdb.yaml"), "--config", str(configs / "overfit.yaml"),
-                   "--model.hidden_dim", "16", "--model.embed_dim", "16", "--model.lr", "0.01",
+                   "--model.net.hidden_dim", "16", "--model.net.embed_dim", "16", "--model.lr", "0.01",
                    "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
                    "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
     events = _events(tmp_path / "lightning_logs" / "version_0")
@@ -295,7 +296,7 @@ def test_overfit_overlay_learns_a_few_batches_by_heart(tmp_path, tiny_csv):
 def test_python_m_sentiment_and_the_console_command_show_help():
     for cmd in ([sys.executable, "-m", "sentiment", "fit", "--help"], ["sentiment", "fit", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        assert "--data.encoding.truncation" in out and "--model.pooling" in out and "head_tail" in out
+        assert "--data.encoding.truncation" in out and "--model.net.pooling" in out and "head_tail" in out
 
 
 def test_top_level_help_lists_every_subcommand(capsys):
@@ -336,8 +337,8 @@ def test_the_readme_lightning_script_runs_without_warnings_of_ours(tmp_path, tin
                                  predict_file=str(tmp_path / "new.txt"), encoding={"min_freq": 1},
                                  loader={"batch_size": 32, "min_epoch_size": 0})
         dm.prepare_data()
-        model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=16, hidden_dim=16,
-                                    lr=0.01)
+        model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, lr=0.01,
+                                    net={"embed_dim": 16, "hidden_dim": 16})
         trainer = L.Trainer(max_epochs=6, accelerator="cpu", gradient_clip_val=1.0, default_root_dir=tmp_path,
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, dm)
@@ -359,7 +360,7 @@ def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
     def fit(name):
         assert run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
                        "--data.loader.min_epoch_size", "0",
-                       "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.1",
+                       "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--model.net.word_dropout", "0.1",
                        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / name),
                        "--trainer.enable_progress_bar", "false") == 0
         ckpt = torch.load(tmp_path / name / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
@@ -375,7 +376,7 @@ def test_seed_everything_makes_two_fits_identical(tmp_path, tiny_csv):
 def test_fit_resumes_from_last_in_the_same_run_folder(tmp_path, tiny_csv):
     # a constant learning rate: a one-cycle schedule is planned for the run's length and cannot be extended
     common = ["--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-              "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.lr_schedule", "constant",
+              "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--model.lr_schedule", "constant",
               "--data.loader.min_epoch_size", "0", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"]
     assert run_cli("fit", *common, "--trainer.max_epochs", "1") == 0
@@ -407,7 +408,7 @@ def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv)
         nodes.append(subprocess.Popen(
             ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
              "--data.loader.min_epoch_size", "3000", "--data.encoding.min_freq", "1", "--model.lr", "0.01",
-             "--model.hidden_dim", "8", "--model.embed_dim", "8",
+             "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8",
              "--trainer.max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
              "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"],
             cwd=node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

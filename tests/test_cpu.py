@@ -40,8 +40,8 @@ def test_bf16_mixed_asked_for_on_an_avx2_only_cpu_trains_and_predicts_in_float32
     common = ["--trainer.precision", "bf16-mixed", "--trainer.enable_progress_bar", "false"]
     fit = subprocess.run(
         ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
-         "--data.loader.min_epoch_size", "0", "--data.encoding.min_freq", "1", "--model.hidden_dim", "8",
-         "--model.embed_dim", "8",
+         "--data.loader.min_epoch_size", "0", "--data.encoding.min_freq", "1", "--model.net.hidden_dim", "8",
+         "--model.net.embed_dim", "8",
          "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path), *common],
         capture_output=True, text=True, env=env, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]

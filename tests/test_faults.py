@@ -29,7 +29,7 @@ def fit(root: Path, train: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["fit", "--data.train_file", str(train), "--data.data_dir", str(train.parent / "data"),
             "--data.loader.min_epoch_size", "0",
             "--data.loader.batch_size", str(BATCH_SIZE), "--data.encoding.min_freq", "1",
-            "--model.hidden_dim", "8", "--model.embed_dim", "8", "--model.word_dropout", "0.2",
+            "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--model.net.word_dropout", "0.2",
             "--model.lr", "0.01", "--model.lr_schedule", "onecycle", "--autosave.every_n_steps", str(SAVE_EVERY),
             "--trainer.max_epochs", str(EPOCHS), "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false", *extra]
@@ -115,7 +115,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previou
     monkeypatch.setattr(sentiment.callbacks.torch, "save", _full_disk_after(2, torch.save))  # epoch 1 saved
     code = run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
                    "--data.loader.min_epoch_size", "0",
-                   "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "3",
+                   "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--trainer.max_epochs", "3",
                    "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false")
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: [Errno 28] No space left on device"
@@ -164,7 +164,7 @@ def test_autosave_saves_last_every_so_many_minutes_of_training(tmp_path, tiny_cs
     dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(tiny_csv), encoding={"min_freq": 1},
                              loader={"batch_size": 8, "min_epoch_size": 0})
     dm.prepare_data()
-    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=8, hidden_dim=8, adversarial=0.0)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, adversarial=0.0, net={"embed_dim": 8, "hidden_dim": 8})
     epochs = 2
     trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,

@@ -5,11 +5,12 @@ import torch
 from conftest import make_buried_reviews, make_reviews
 
 from sentiment.gate_tables import TABLES_FROM, GateTables
-from sentiment.model import SentimentNet
+from sentiment.model import POOLINGS, SentimentNet
 from sentiment.predictor import Predictor
 
-NETWORKS = [{}, {"bidirectional": False}, {"pooling": "last"}, {"pooling": "last", "bidirectional": False},
-            {"pooling": "mean"}, {"pooling": "max"}, {"pooling": "mean_max"}, {"bag_size": 50, "num_classes": 3},
+# every pooling the network has, both ways, and a bag with more classes: from the network's own list
+NETWORKS = [*({"pooling": pooling, "bidirectional": both} for pooling in POOLINGS for both in (True, False)),
+            {"bag_size": 50, "num_classes": 3},
             {"hidden_dim": 32, "embed_dim": 16, "num_classes": 4, "pooling": "mean_max", "bidirectional": False}]
 
 
@@ -40,7 +41,7 @@ def test_gate_tables_give_the_network_s_logits(settings):
 
 
 def test_networks_the_tables_do_not_compute_are_left_to_pytorch():
-    for settings in ({"cell": "gru"}, {"num_layers": 2}, {"ngram_buckets": 64}):
+    for settings in ({"cell": "gru"}, {"num_layers": 2}):
         assert not GateTables.supports(SentimentNet(50, **settings))
         with pytest.raises(ValueError, match="one LSTM layer"):
             GateTables(SentimentNet(50, **settings))

@@ -106,8 +106,8 @@ def test_balanced_class_weights_reach_the_training_loss(tmp_path):
                              loader={"batch_size": 32})
     dm.prepare_data()
     assert dm.label_names == ["negative", "neutral", "positive"] and dm.class_counts == [45, 45, 180]
-    model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, embed_dim=8, hidden_dim=8,
-                                class_weights="balanced", adversarial=0.0)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, classes=dm.label_names, class_weights="balanced",
+                                adversarial=0.0, net={"embed_dim": 8, "hidden_dim": 8})
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(model, dm)
@@ -200,7 +200,7 @@ def test_imdb_star_ratings_are_an_eight_class_task(tmp_path):
     assert run_cli("fit", "--data.data_dir", str(data), "--data.encoding.target", "rating",
                    "--data.encoding.min_freq", "1",
                    "--data.loader.min_epoch_size", "0",
-                   "--model.hidden_dim", "8", "--model.embed_dim", "8", "--trainer.max_epochs", "1",
+                   "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--trainer.max_epochs", "1",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)) == 0
     best = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
     answer = Predictor.from_checkpoint(best).predict("a film")[0]

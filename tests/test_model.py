@@ -1,21 +1,25 @@
+import dataclasses
 import itertools
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import needs_bfloat16
+from conftest import make_reviews, needs_bfloat16, run_cli
 
 from sentiment.classifier import SentimentClassifier
 from sentiment.model import (
     CELLS,
     POOLINGS,
     FastDropout,
+    NetConfig,
     SentimentNet,
     adversarial_losses,
     classification_loss,
     reverse_within_lengths,
 )
+from sentiment.errors import DataError
+from sentiment.predictor import Predictor
 from sentiment.text import TextEncoder, Vocab
 
 
@@ -42,7 +46,7 @@ def test_forward_shapes_for_every_cell_and_pooling(cell, pooling, bidirectional)
 def test_padding_never_changes_a_logit(cell, pooling, bidirectional):
     torch.manual_seed(0)
     net = SentimentNet(vocab_size=30, embed_dim=8, hidden_dim=6, cell=cell, pooling=pooling,
-                       bidirectional=bidirectional, ngram_buckets=64 if pooling == "mean" else 0).eval()
+                       bidirectional=bidirectional).eval()
     review = torch.randint(2, 30, (1, 5))
     alone = net(review, torch.tensor([5]))
     longer = torch.randint(2, 30, (2, 20))
@@ -75,17 +79,41 @@ def test_the_package_names_its_api_and_refuses_others():
 
 
 def test_the_classifier_builds_the_recommended_network_and_records_every_setting():
-    import inspect
-
-    model = SentimentClassifier(vocab_size=50, hidden_dim=8)
+    model = SentimentClassifier(vocab_size=50, net={"hidden_dim": 8})
     net = SentimentNet(vocab_size=50, hidden_dim=8)
     assert [tuple(p.shape) for p in model.net.parameters()] == [tuple(p.shape) for p in net.parameters()]
     assert model.net.bidirectional and model.net.pooling == "attention" and model.hparams.adversarial > 0
-    settings = set(inspect.signature(SentimentNet).parameters) - {"unk_id", "num_classes"}  # from vocab, classes
-    assert settings <= set(model.hparams)  # a checkpoint rebuilds its network even if the defaults change
-    assert model.hparams.hidden_dim == 8 and model.hparams.embed_dim == 128
+    # every network setting, defaults included: a checkpoint rebuilds its network even if the defaults change
+    assert model.hparams.net == dataclasses.asdict(NetConfig(hidden_dim=8)) and model.hparams.net["embed_dim"] == 128
+    assert model.net.config == NetConfig(hidden_dim=8)
     with pytest.raises(TypeError, match="hiden_dim"):
-        SentimentClassifier(vocab_size=50, hiden_dim=8)
+        SentimentClassifier(vocab_size=50, net={"hiden_dim": 8})
+
+
+def test_a_checkpoint_from_before_net_config_loads_and_answers_as_it_did(trained, tmp_path):
+    # checkpoints written before NetConfig kept the network's settings beside the classifier's: the same
+    # probabilities, from the Predictor and from `sentiment test`'s checkpoint read
+    new = torch.load(trained["best"], weights_only=True)
+    old = {**new, "hyper_parameters": {k: v for k, v in new["hyper_parameters"].items() if k != "net"}}
+    old["hyper_parameters"].update(new["hyper_parameters"]["net"], ngram_buckets=0, ngram_dim=16, unk_id=1)
+    torch.save(old, tmp_path / "old.ckpt")
+    texts = [t for t, _ in make_reviews(40, seed=3)]
+    expected = Predictor.from_checkpoint(trained["best"]).predict(texts)
+    got = Predictor.from_checkpoint(tmp_path / "old.ckpt").predict(texts)
+    assert [a["label"] for a in got] == [a["label"] for a in expected]
+    for a, b in zip(got, expected):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    for name in ("old", "new"):  # `sentiment predict` rebuilds the network from the checkpoint's settings too
+        ckpt = tmp_path / "old.ckpt" if name == "old" else trained["best"]
+        assert run_cli("predict", "--ckpt_path", str(ckpt), "--data.predict_file", str(tmp_path / "texts.txt"),
+                       "--prediction_writer.output_path", str(tmp_path / f"{name}.csv"), "--trainer.precision",
+                       "32-true", "--trainer.enable_progress_bar", "false") == 0
+    assert (tmp_path / "old.csv").read_text() == (tmp_path / "new.csv").read_text()
+    old["hyper_parameters"]["ngram_buckets"] = 64  # the hashed-bigram bag, gone: refused in one line
+    torch.save(old, tmp_path / "bigrams.ckpt")
+    with pytest.raises(DataError, match="hashed bigrams .ngram_buckets., which this sentiment release no longer"):
+        Predictor.from_checkpoint(tmp_path / "bigrams.ckpt")
 
 
 def _toy_batches(n_batches=4, batch_size=16, seed=0):
@@ -114,8 +142,9 @@ def _correct_after_training(model, loss_of, epochs: int) -> int:
 
 def test_a_few_batches_can_be_overfit():
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, pooling="mean_max", dropout=0.0,
-                                embed_dropout=0.0, word_dropout=0.0, lr=0.01)
+    model = SentimentClassifier(vocab_size=40, lr=0.01,
+                                net={"embed_dim": 16, "hidden_dim": 16, "pooling": "mean_max", "dropout": 0.0,
+                                     "embed_dropout": 0.0, "word_dropout": 0.0})
     assert _correct_after_training(model, lambda b: classification_loss(model(b["input_ids"], b["lengths"]),
                                                                          b["labels"]),
                                    epochs=60) == 64
@@ -123,8 +152,9 @@ def test_a_few_batches_can_be_overfit():
 
 def test_adversarial_training_adds_the_loss_of_shifted_embeddings_and_still_learns():
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, dropout=0.0, embed_dropout=0.0,
-                                word_dropout=0.0)
+    model = SentimentClassifier(vocab_size=40,
+                                net={"embed_dim": 16, "hidden_dim": 16, "dropout": 0.0, "embed_dropout": 0.0,
+                                     "word_dropout": 0.0})
     batch = _toy_batches(1)[0]
     clean = torch.nn.functional.binary_cross_entropy_with_logits(model(batch["input_ids"], batch["lengths"]),
                                                                  batch["labels"].float())
@@ -174,8 +204,8 @@ def test_the_trainer_runs_adversarial_training_and_logs_both_losses(tmp_path, pr
     import lightning as L
 
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, bidirectional=True, pooling="attention",
-                                adversarial=1.0)
+    model = SentimentClassifier(vocab_size=40, adversarial=1.0,
+                                net={"embed_dim": 8, "hidden_dim": 8, "bidirectional": True, "pooling": "attention"})
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
     trainer = L.Trainer(accelerator="cpu", precision=precision, max_steps=3, logger=False,
                         enable_checkpointing=False,
@@ -193,11 +223,12 @@ def test_a_plain_trainer_in_bfloat16_is_refused_in_one_line_where_the_cpu_lacks_
     from sentiment.errors import DataError
 
     monkeypatch.setattr("sentiment.cpu.native_bfloat16", lambda: False)
-    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8)
+    model = SentimentClassifier(vocab_size=40, net={"embed_dim": 8, "hidden_dim": 8})
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
     trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(DataError, match=r"^precision bf16-mixed: this CPU has no native bfloat16 .*use precision='32-true'$"):
+    with pytest.raises(DataError,
+                       match=r"^precision bf16-mixed: this CPU has no native bfloat16 .*use precision='32-true'$"):
         trainer.fit(model, loader)
 
 
@@ -216,7 +247,8 @@ def test_adversarial_every_takes_the_adversarial_loss_on_one_step_in_n(tmp_path,
 
     monkeypatch.setattr(classifier, "adversarial_losses", recorded)
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, adversarial=1.0, adversarial_every=every)
+    model = SentimentClassifier(vocab_size=40, adversarial=1.0, adversarial_every=every,
+                                net={"embed_dim": 8, "hidden_dim": 8})
     trainer = L.Trainer(accelerator="cpu", max_steps=7, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(model, torch.utils.data.DataLoader(_toy_batches(), batch_size=None))
@@ -246,8 +278,8 @@ def test_learning_rate_schedules_warm_up_to_the_peak_and_end_near_zero(tmp_path,
     lr, epochs, warmup_ratio = 0.01, 5, 0.2
     batches = _toy_batches()
     steps = epochs * len(batches)  # the schedule is planned from the Trainer's own count of steps
-    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, adversarial=0.0, lr=lr,
-                                lr_schedule=schedule, warmup_ratio=warmup_ratio)
+    model = SentimentClassifier(vocab_size=40, adversarial=0.0, lr=lr, lr_schedule=schedule,
+                                warmup_ratio=warmup_ratio, net={"embed_dim": 8, "hidden_dim": 8})
     rates = _LearningRates()
     trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -275,8 +307,9 @@ def test_label_smoothing_keeps_confidence_below_one_in_training_only():
     scores = {}
     for smoothing in (0.0, 0.2):
         torch.manual_seed(0)
-        model = SentimentClassifier(vocab_size=40, embed_dim=16, hidden_dim=16, dropout=0.0, embed_dropout=0.0,
-                                    word_dropout=0.0, adversarial=0.0, label_smoothing=smoothing)
+        model = SentimentClassifier(vocab_size=40, adversarial=0.0, label_smoothing=smoothing,
+                                    net={"embed_dim": 16, "hidden_dim": 16, "dropout": 0.0, "embed_dropout": 0.0,
+                                         "word_dropout": 0.0})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log without a Trainer
             assert _correct_after_training(model, lambda b: model.training_step(b, 0), epochs=80) == 64
@@ -293,7 +326,7 @@ def test_label_smoothing_keeps_confidence_below_one_in_training_only():
 
 def test_predict_api_returns_labels_and_scores_in_input_order():
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=6, embed_dim=8, hidden_dim=8)
+    model = SentimentClassifier(vocab_size=6, net={"embed_dim": 8, "hidden_dim": 8})
     model.text_encoder = TextEncoder(Vocab(["<pad>", "<unk>", "good", "bad", "film", "dull"]))
     model.train()
     texts = ["good film", "bad", "", "dull dull film", "film good bad", "good"]
@@ -316,7 +349,7 @@ def test_explain_weighs_each_word_the_model_reads():
     encoder = TextEncoder(Vocab(["<pad>", "<unk>", "good", "bad", "film"]), max_length=6, truncation="head_tail")
     text = "A good film, not bad at all! Truly good"
     for pooling, method in (("attention", "attention"), ("mean_max", "occlusion")):
-        model = SentimentClassifier(vocab_size=5, embed_dim=8, hidden_dim=8, pooling=pooling)
+        model = SentimentClassifier(vocab_size=5, net={"embed_dim": 8, "hidden_dim": 8, "pooling": pooling})
         model.text_encoder = encoder
         out = model.explain(text)
         assert out["method"] == method
@@ -433,7 +466,7 @@ def test_the_encoder_matches_a_packed_bidirectional_rnn(cell):
 def test_gradients_are_clipped_for_the_fused_optimizer(algorithm):
     # Lightning 2.6 refuses to clip for fused optimizers under mixed precision; the classifier clips itself
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, embed_dim=8, hidden_dim=8, lr=1.0)
+    model = SentimentClassifier(vocab_size=40, lr=1.0, net={"embed_dim": 8, "hidden_dim": 8})
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
     batch = _toy_batches(1)[0]
     model.net(batch["input_ids"], batch["lengths"]).pow(2).sum().mul(100).backward()
@@ -455,8 +488,8 @@ def test_three_classes_learn_with_adversarial_training_label_smoothing_and_word_
         input_ids[:, 3] = 2 + labels  # the class word
         batches.append({"input_ids": input_ids, "lengths": torch.full((16,), 10), "labels": labels})
     torch.manual_seed(0)
-    model = SentimentClassifier(vocab_size=40, classes=["a", "b", "c"], embed_dim=16, hidden_dim=16,
-                                adversarial=1.0, label_smoothing=0.1, word_dropout=0.1, lr=0.01)
+    model = SentimentClassifier(vocab_size=40, classes=["a", "b", "c"], adversarial=1.0, label_smoothing=0.1, lr=0.01,
+                                net={"embed_dim": 16, "hidden_dim": 16, "word_dropout": 0.1})
     assert model.net(batches[0]["input_ids"], batches[0]["lengths"]).shape == (16, 3)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     import warnings

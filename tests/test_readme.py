@@ -53,9 +53,9 @@ def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_pa
     # README's script and `sentiment fit --self_training true`, both on a tiny archive with a small network
     tiny_data = {"encoding": {"min_freq": 1}, "loader": {"min_epoch_size": 1000, "batch_size": 32},
                  "unlabelled": {"word_vectors": 16}}
-    tiny_model = {"hidden_dim": 16, "embed_dim": 16, "lr": 0.01}
+    tiny_model = {"net": {"hidden_dim": 16, "embed_dim": 16}, "lr": 0.01}
     options = [f"--data.{group}.{k}={v}" for group, tiny in tiny_data.items() for k, v in tiny.items()]
-    options += [f"--model.{k}={v}" for k, v in tiny_model.items()]
+    options += ["--model.net.hidden_dim=16", "--model.net.embed_dim=16", "--model.lr=0.01"]
     assert run_cli("fit", "--self_training", "true", *options, "--data.data_dir", str(data_dir),
                    "--seed_everything", "42", "--trainer.precision", "32-true",
                    "--trainer.default_root_dir", str(tmp_path / "cli"),

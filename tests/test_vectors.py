@@ -61,7 +61,7 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     again.prepare_data()  # cached beside the encoded reviews
     np.testing.assert_array_equal(again.embedding_vectors, table)
 
-    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=16, hidden_dim=8)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, net={"embed_dim": 16, "hidden_dim": 8})
     start = _EmbeddingAtStart()
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[start])
@@ -74,10 +74,10 @@ def test_word_vectors_of_another_width_than_the_embedding_are_one_line(tmp_path)
     _imdb_with_unlabelled(data_dir, n_unsup=20)
     dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"word_vectors": 16})
     dm.prepare_data()
-    model = SentimentClassifier(vocab_size=dm.vocab_size, embed_dim=8, hidden_dim=8)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, net={"embed_dim": 8, "hidden_dim": 8})
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(DataError, match="^the word vectors have 16 dimensions but the model's embedding 8: set "
-                                        "--data.unlabelled.word_vectors and --model.embed_dim alike$"):
+                                        "--data.unlabelled.word_vectors and --model.net.embed_dim alike$"):
         trainer.fit(model, dm)
     assert vectors_file(dm.cache_dir, 16).is_file()
     assert not list(dm.cache_dir.glob(".vectors*"))  # no half-written file

@@ -111,7 +111,8 @@ def bench_predict(texts: list[str], labels: np.ndarray, train_file: Path, work: 
     cli = recipe(train_file, work / "default model")
     ckpt = checkpoint(cli, work / "default.ckpt")
     fast_ckpt = checkpoint(recipe(train_file, work / "fast model", "imdb_fast.yaml"), work / "fast.ckpt")
-    before = ("--data.encoding.bag_ngrams", "0", "--model.hidden_dim", "128")  # the default recipe before the bag of n-grams
+    # the default recipe before the bag of n-grams
+    before = ("--data.encoding.bag_ngrams", "0", "--model.net.hidden_dim", "128")
     bagless_ckpt = checkpoint(recipe(train_file, work / "bagless model", args=before), work / "bagless.ckpt")
     hp = cli.datamodule.encoding
     fasttext = FastText(texts, labels, work, hp.max_length, hp.truncation)
@@ -139,7 +140,7 @@ def bench_predict(texts: list[str], labels: np.ndarray, train_file: Path, work: 
                "(`compute=\"float32-plain\"`)", f"{plain.throughput:,.0f} reviews/s", "",
                f"the default at {api.throughput / plain.throughput:.2f}x")
     before = ("`Predictor.predict`, the default model before the bag of n-grams (`--data.encoding.bag_ngrams 0 "
-              "--model.hidden_dim 128`)")
+              "--model.net.hidden_dim 128`)")
     report.add(f"{before}, {n}", f"{bagless.throughput:,.0f} reviews/s", "the default <= 15% slower",
                f"the default at {api.throughput / bagless.throughput:.2f}x its speed")
     report.add(f"{before}, {n}, float32 through PyTorch's LSTM, as predicting ran before gate tables",

@@ -93,7 +93,7 @@ class OriginalNet(torch.nn.Module):
     """The original learning project's model: Embedding -> LSTM -> output at the last padded step -> Dropout ->
     Linear, on batches always padded to ``max_length`` tokens."""
 
-    def __init__(self, vocab_size: int, model: dict = ORIGINAL["model"]) -> None:
+    def __init__(self, vocab_size: int, model: dict = ORIGINAL["model"]["net"]) -> None:
         super().__init__()
         self.embedding = torch.nn.Embedding(vocab_size, model["embed_dim"])
         self.lstm = torch.nn.LSTM(model["embed_dim"], model["hidden_dim"], batch_first=True)
