@@ -12,7 +12,7 @@ order with the n-gram's length, then mixed), so the table holds numbers, not str
 training split seen in at least ``min_count`` reviews, sorted, an n-gram's id being its position + 1 (0 pads).
 An n-gram not in the table adds nothing. An n-gram hash's low ``_REVIEW_BITS`` bits are zero: sorting a hash
 with a review's number in them finds each review's distinct n-grams in one sort of plain integers, several
-times faster than sorting pairs. Plain numpy and torch: no Lightning.
+times faster than sorting pairs. Plain numpy: no torch, no Lightning.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
-import torch
 
 from sentiment.errors import DataError
 
@@ -259,14 +258,6 @@ def _probing_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray, np.ndarra
     ids = np.zeros(size, dtype=np.int32)  # an n-gram's id; a table holds fewer than 2**31
     ids[slots] = rank + 1
     return shift, keys, ids
-
-
-def pad_bags(ids: np.ndarray, counts: np.ndarray) -> torch.Tensor:
-    """Bags given end to end as a B x M tensor of ids right-padded with 0 (M: the largest bag, at least 1)."""
-    width = max(1, int(counts.max())) if len(counts) else 1
-    out = np.zeros((len(counts), width), dtype=np.int64)
-    out[np.arange(width)[None, :] < counts[:, None]] = ids
-    return torch.from_numpy(out)
 
 
 def _chunks(items: Iterable) -> Iterable[list]:

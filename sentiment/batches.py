@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
-from sentiment.bag import pad_bags
 from sentiment.sources import iter_unlabelled
+from sentiment.text import padded
 
 
 class EncodedReviews(Dataset):
@@ -51,7 +51,7 @@ class EncodedReviews(Dataset):
             sizes = counts[idx]
             # the rows' ids, gathered in one indexing: each row's start, then one step per id
             at = np.repeat(starts[idx] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-            batch["bag_ids"] = pad_bags(np.asarray(flat[at], dtype=np.int64), sizes)
+            batch["bag_ids"] = padded(np.asarray(flat[at], dtype=np.int64), sizes)
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from sentiment.io import atomic_open
 from sentiment.labels import BINARY
 from sentiment.model import NetConfig, SentimentNet
 from sentiment.settings import GROUPS, Encoding
-from sentiment.text import TextEncoder
+from sentiment.text import TextEncoder, Vocab
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
 CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.calibration)
@@ -76,7 +76,8 @@ def load_model_settings(checkpoint: Mapping[str, Any], path: str | os.PathLike =
         raise DataError(f"{path}: this model has a bag of hashed bigrams (ngram_buckets), which this sentiment release "
                         "no longer has; retrain it (the default bag of n-grams reads every word)")
     settings.setdefault("bag_size", 0)
-    settings.pop("unk_id", None)  # always the vocabulary's
+    for fixed in ("pad_id", "unk_id"):  # always the vocabulary's: checkpoints before NetConfig named them
+        settings.pop(fixed, None)
     return {**settings, "net": net}
 
 
@@ -84,7 +85,7 @@ def load_network(checkpoint: Mapping[str, Any], path: str | os.PathLike = "check
     """The trained network of a checkpoint read by ``read_checkpoint``, in eval mode."""
     settings = load_model_settings(checkpoint, path)
     net = SentimentNet(settings["vocab_size"], NetConfig(**settings["net"]), num_classes=len(load_labels(checkpoint)),
-                       bag_size=settings["bag_size"], pad_id=settings.get("pad_id", 0))
+                       bag_size=settings["bag_size"], pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
     weights = {key[len(NETWORK_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
                if key.startswith(NETWORK_PREFIX)}
     net.load_state_dict(weights)

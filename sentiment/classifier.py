@@ -61,7 +61,6 @@ class SentimentClassifier(L.LightningModule):
             with a softmax.
         bag_size: n-grams in the data's bag of n-grams (linked from the data module by the CLI: ``dm.bag_size``);
             0: no bag.
-        pad_id: id of the padding token.
         net: the network's settings (``NetConfig``: ``--model.net.hidden_dim``, ...; a dict of the settings that
             differ from the defaults will do).
         lr: peak learning rate (AdamW).
@@ -85,7 +84,6 @@ class SentimentClassifier(L.LightningModule):
         vocab_size: int | None = None,
         classes: list[str] | None = None,
         bag_size: int = 0,
-        pad_id: int = Vocab.pad_id,
         net: NetConfig = NetConfig(),  # frozen: one shared default is safe, and LightningCLI shows its fields
         lr: float = 4e-3,
         weight_decay: float = 0.01,
@@ -111,8 +109,9 @@ class SentimentClassifier(L.LightningModule):
         # setting, defaults included (a checkpoint rebuilds its network whatever the defaults become)
         self.hparams.classes = list(self.labels)
         self.hparams.net = dataclasses.asdict(config)
-        self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size, pad_id=pad_id,
-                                unk_id=Vocab.unk_id)
+        # the vocabulary's padding and unknown-word ids are fixed (Vocab): no setting could change them
+        self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size,
+                                pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
         self.text_encoder: TextEncoder | None = None
         self.temperature = 1.0  # fitted on validation (sentiment.calibration); travels in checkpoints
         self.values = numeric_values(self.labels)  # star ratings and other numbers: their values, for `mae`

@@ -174,7 +174,6 @@ class SentimentCLI(LightningCLI):
             parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
             parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
             parser.link_arguments("data", "model.bag_size", compute_fn=prepared_bag_size, apply_on="instantiate")
-            parser.link_arguments("data.pad_id", "model.pad_id", apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
             parser.set_defaults({"trainer.logger": False})  # predicting logs nothing

@@ -14,13 +14,11 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
-from sentiment.sources import IMDB_SHA256, IMDB_URL
+from sentiment.sources import IMDB_SHA256, IMDB_TARGETS, IMDB_URL, Target
 from sentiment.text import TOKENIZER_VERSION, Truncation, kept_ends
 
-Target = Literal["label", "rating"]  # IMDb: pos/neg from the folder, or the star rating in each file name
-TARGETS = get_args(Target)
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,8 @@ class Encoding:
             raise ValueError(f"bag_ngrams must be 0 (no bag) to 8 words, got {self.bag_ngrams}")
         if self.bag_min_count < 1:
             raise ValueError(f"bag_min_count must be at least 1, got {self.bag_min_count}")
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.target not in IMDB_TARGETS:
+            raise ValueError(f"target must be one of {', '.join(IMDB_TARGETS)}, got {self.target!r}")
         if self.labels is not None:  # a list from YAML or Python: a tuple of names, so that equal sets compare equal
             object.__setattr__(self, "labels", tuple(str(label).strip() for label in self.labels))
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 
 from sentiment.errors import DataError
@@ -102,7 +103,8 @@ def _decode(data: bytes) -> str:
 _IMDB_LABELLED_OR_URLS = re.compile(r"^aclImdb/(?:(train|test)/(pos|neg)/([^/]+)\.txt"
                                     r"|(train|test)/urls_(pos|neg)\.txt)$")
 _IMDB_TITLE = re.compile(r"/title/(tt\d+)")
-IMDB_TARGETS = ("label", "rating")  # pos/neg from the folder, or the star rating from the file name
+Target = Literal["label", "rating"]  # pos/neg from the folder, or the star rating in each file name
+IMDB_TARGETS = get_args(Target)
 
 
 def _imdb_label(folder: str, name: str, target: str, where: str) -> str:
@@ -300,14 +302,16 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: the file is empty")
 
 
-def _resolve_column(path: Path, columns: Sequence[str], wanted: str, fallback: str | None, what: str,
-                    required: bool = True) -> str | None:
+# Kaggle's "IMDB Dataset.csv" names its columns review and sentiment: read where text and label are absent
+KAGGLE_COLUMNS = {"text": "review", "label": "sentiment"}
+
+
+def _resolve_column(path: Path, columns: Sequence[str], wanted: str, what: str) -> str:
+    """The column that holds ``what`` (``text`` or ``label``): ``wanted``, or Kaggle's name for it."""
     if wanted in columns:
         return wanted
-    if fallback is not None and fallback in columns:  # Kaggle's "IMDB Dataset.csv": review, sentiment
-        return fallback
-    if not required:
-        return None
+    if KAGGLE_COLUMNS[what] in columns:
+        return KAGGLE_COLUMNS[what]
     found = ", ".join(map(str, columns)) or "none"
     raise DataError(f"{path}: no {what} column {wanted!r} (columns found: {found}); "
                     f"set --data.{what}_column")
@@ -367,8 +371,8 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             text_key = label_key = None
             for lineno, obj in rows:
                 keys = list(obj)
-                text_key = _resolve_column(path, keys, text_column, "review", "text")
-                label_key = _resolve_column(path, keys, label_column, "sentiment", "label")
+                text_key = _resolve_column(path, keys, text_column, "text")
+                label_key = _resolve_column(path, keys, label_column, "label")
                 texts.append(str(obj[text_key]))
                 raw_labels.append(obj[label_key])
                 ids.append(str(obj[id_column]) if id_column in obj else None)
@@ -380,8 +384,8 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if len(df) == 0:
                 raise DataError(f"{path}: no rows below the header")
             cols = list(df.columns)
-            text_key = _resolve_column(path, cols, text_column, "review", "text")
-            label_key = _resolve_column(path, cols, label_column, "sentiment", "label")
+            text_key = _resolve_column(path, cols, text_column, "text")
+            label_key = _resolve_column(path, cols, label_column, "label")
             texts = df[text_key].tolist()
             raw_labels = df[label_key].tolist()
             id_list = df[id_column].tolist() if id_column in cols else None
@@ -420,7 +424,7 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
             texts: list[str] = []
             ids: list = []
             for _, obj in _iter_jsonl(path):
-                key = _resolve_column(path, list(obj), text_column, "review", "text")
+                key = _resolve_column(path, list(obj), text_column, "text")
                 texts.append(str(obj[key]))
                 ids.append(str(obj[id_column]) if id_column in obj else "")
                 if len(texts) == chunk_size:
@@ -431,5 +435,5 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
         else:
             with _open_text(path) as f, _table_errors(path, fmt), _read_table(f, fmt, chunksize=chunk_size) as reader:
                 for df in reader:
-                    key = _resolve_column(path, list(df.columns), text_column, "review", "text")
+                    key = _resolve_column(path, list(df.columns), text_column, "text")
                     yield df[key].tolist(), (df[id_column].tolist() if id_column in df.columns else None)

@@ -27,7 +27,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from sentiment.bag import NgramTable, pad_bags
+from sentiment.bag import NgramTable
 from sentiment.errors import DataError
 from sentiment.io import atomic_write_text
 
@@ -274,7 +274,8 @@ class TextEncoder:
             return {"input_ids": input_ids, "lengths": lengths}
         tokens = [_tokenize_bytes(t) for t in texts]  # every token once: the bag reads them all
         input_ids, lengths = _padded([self._ids(truncate(t, self.max_length, self.truncation)) for t in tokens])
-        return {"input_ids": input_ids, "lengths": lengths, "bag_ids": pad_bags(*self.ngrams.encode(tokens))}
+        bags, counts = self.ngrams.encode(tokens)
+        return {"input_ids": input_ids, "lengths": lengths, "bag_ids": padded(bags.astype(np.int64), counts)}
 
     def to_dict(self) -> dict:
         tokens = self.vocab.itos
@@ -302,8 +303,7 @@ def _padded(rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ids as right-padded ``input_ids`` (B x T, T = the longest row, at least 1) and ``lengths`` (B)."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-    width = max(1, int(lengths.max())) if rows else 1
-    return torch.from_numpy(pad_rows(flat, lengths, width)), torch.from_numpy(lengths)
+    return padded(flat, lengths), torch.from_numpy(lengths)
 
 
 # --- whole-corpus encoding on several processes --------------------------------------------------------
@@ -420,12 +420,20 @@ def encode_corpus(
     return vocab, pad_rows(flat, lengths, max_length), lengths
 
 
-def pad_rows(flat: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+def pad_rows(flat: np.ndarray, lengths: np.ndarray, width: int | None = None) -> np.ndarray:
     """Rows of ``lengths`` ids, given end to end in ``flat``, as a len(lengths) x ``width`` array right-padded
-    with ``<pad>`` (0), in ``flat``'s dtype."""
+    with ``<pad>`` (0), in ``flat``'s dtype; ``width`` None: the longest row's (at least 1). Token ids and a bag's
+    n-gram ids are padded alike."""
+    if width is None:
+        width = max(1, int(lengths.max())) if len(lengths) else 1
     out = np.zeros((len(lengths), width), dtype=flat.dtype)
     out[np.arange(width)[None, :] < lengths[:, None]] = flat
     return out
+
+
+def padded(flat: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+    """``pad_rows`` as a tensor, each row as wide as the longest."""
+    return torch.from_numpy(pad_rows(flat, lengths))
 
 
 def _decode_counts(counts: Counter) -> dict[str, int]:
