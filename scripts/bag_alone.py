@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from lightning.pytorch import seed_everything
 
-from sentiment.checkpoint import add_inference_state, write_checkpoint
+from sentiment.inference.checkpoint import add_inference_state, write_checkpoint
 from sentiment.cli import build_cli
-from sentiment.model import classification_loss
-from sentiment.predictor import Predictor
-from sentiment.selftrain import model_settings
+from sentiment.network.model import classification_loss
+from sentiment.inference.predictor import Predictor
+from sentiment.training.selftrain import model_settings
 
 
 def train_bag(model, dm, epochs: int) -> torch.nn.Parameter:

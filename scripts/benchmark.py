@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     from bench.serving import bench_serve
     from bench.tokenizing import bench_tokenize
     from bench.training import bench_train
-    from sentiment.labels import BINARY, LabelReader
-    from sentiment.sources import read_imdb
+    from sentiment.data.labels import BINARY, LabelReader
+    from sentiment.data.sources import read_imdb
 
     train = read_imdb(args.archive, ("train",))["train"]
     texts, labels = train.texts, LabelReader(BINARY).read(train.labels, str(args.archive), train.where)  # 0/1

@@ -18,11 +18,11 @@ import sys
 import torch
 from jsonargparse import ArgumentParser
 
-from sentiment.calibration import expected_calibration_error, fit_temperature
-from sentiment.data import SentimentDataModule
-from sentiment.model import probabilities
-from sentiment.predictor import Predictor
-from sentiment.text import tokenize
+from sentiment.training.calibration import expected_calibration_error, fit_temperature
+from sentiment.data.datamodule import SentimentDataModule
+from sentiment.network.model import probabilities
+from sentiment.inference.predictor import Predictor
+from sentiment.data.text import tokenize
 
 
 def logits_of(predictor: Predictor, texts: list[str]) -> torch.Tensor:

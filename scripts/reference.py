@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from jsonargparse import ArgumentParser
 
-from sentiment.calibration import expected_calibration_error
-from sentiment.data import SentimentDataModule
-from sentiment.labels import numeric_values
-from sentiment.text import tokenize, truncate
+from sentiment.training.calibration import expected_calibration_error
+from sentiment.data.datamodule import SentimentDataModule
+from sentiment.data.labels import numeric_values
+from sentiment.data.text import tokenize, truncate
 
 
 def documents(dm: SentimentDataModule, max_length: int) -> tuple[dict[str, tuple[list[str], np.ndarray]], tuple]:

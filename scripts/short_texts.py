@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from sentiment.data import SentimentDataModule
-from sentiment.text import tokenize
+from sentiment.data.datamodule import SentimentDataModule
+from sentiment.data.text import tokenize
 
 
 def main(argv: list[str] | None = None) -> None:

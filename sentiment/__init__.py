@@ -1,6 +1,6 @@
 """A compact, fast LSTM sentiment classifier for movie reviews, trained and served on CPUs.
 
-Names are imported when first used, so that ``import sentiment.model`` (plain PyTorch) loads no Lightning.
+Names are imported when first used, so that ``import sentiment.network.model`` (plain PyTorch) loads no Lightning.
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import importlib
 from typing import Any
 
 _HOMES = {
-    "SentimentClassifier": "sentiment.classifier",
+    "SentimentClassifier": "sentiment.training.classifier",
     "configure_cpu": "sentiment.cpu",
-    "SentimentDataModule": "sentiment.data",
+    "SentimentDataModule": "sentiment.data.datamodule",
     "DataError": "sentiment.errors",
-    "Predictor": "sentiment.predictor",
-    "self_train": "sentiment.selftrain",
-    "SentimentNet": "sentiment.model",
-    "TextEncoder": "sentiment.text",
-    "Vocab": "sentiment.text",
-    "tokenize": "sentiment.text",
-    "truncate": "sentiment.text",
+    "Predictor": "sentiment.inference.predictor",
+    "self_train": "sentiment.training.selftrain",
+    "SentimentNet": "sentiment.network.model",
+    "TextEncoder": "sentiment.data.text",
+    "Vocab": "sentiment.data.text",
+    "tokenize": "sentiment.data.text",
+    "truncate": "sentiment.data.text",
 }
 __all__ = sorted(_HOMES)
 

@@ -22,19 +22,19 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sentiment.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
-from sentiment.checkpoint import load_data_settings, load_encoding, load_model_settings, read_checkpoint
-from sentiment.classifier import SentimentClassifier
+from sentiment.training.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
+from sentiment.inference.checkpoint import load_data_settings, load_encoding, load_model_settings, read_checkpoint
+from sentiment.training.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
-from sentiment.data import SentimentDataModule
+from sentiment.data.datamodule import SentimentDataModule
 from sentiment.errors import DataError
-from sentiment.selftrain import check_self_training, self_train
-from sentiment.settings import Encoding
+from sentiment.training.selftrain import check_self_training, self_train
+from sentiment.data.settings import Encoding
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 FROM_CHECKPOINT = ("validate", "test", "predict")  # subcommands that evaluate or run a trained model
 # Subcommands that work from a checkpoint alone, without a Trainer: their module and function
-AFTER_TRAINING = {"serve": ("sentiment.serve", "serve"), "export": ("sentiment.export", "export")}
+AFTER_TRAINING = {"serve": ("sentiment.inference.serve", "serve"), "export": ("sentiment.inference.export", "export")}
 # `validate` and `test` take these data settings from the checkpoint unless given: the training data and how its
 # reviews were encoded must then agree with it (the whole `encoding` at once); the others may name new data.
 AGREEING_KEYS = ("train_file", "text_column", "encoding")
@@ -72,7 +72,7 @@ def prepared(data: SentimentDataModule) -> SentimentDataModule:
     labels the unlabelled reviews."""
     path = data.unlabelled.pseudo_labels
     if path and data.labeller is None:
-        from sentiment.predictor import Predictor
+        from sentiment.inference.predictor import Predictor
 
         data.labeller = Predictor.from_checkpoint(path)
     data.prepare_data()  # the second time, this only finds the cache
@@ -275,7 +275,7 @@ class SentimentCLI(LightningCLI):
             check_self_training(config.data.unlabelled.pseudo_labels, config.trainer)
 
     def before_fit(self) -> None:
-        """With ``--self_training``, the teacher first (``sentiment.selftrain``): the student learns from the data
+        """With ``--self_training``, the teacher first (``sentiment.training.selftrain``): the student learns from the data
         it labels."""
         config = self.config.fit
         if config.self_training:

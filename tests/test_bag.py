@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import BAG_FIT, FILLER, NEGATIVE, POSITIVE, make_buried_reviews, run_cli, write_csv
 
-from sentiment.bag import NgramTable, Words, log_count_ratios, review_hashes
-from sentiment.data import SentimentDataModule
-from sentiment.model import LinearBag, SentimentNet
-from sentiment.predictor import Predictor
-from sentiment.text import tokenize_bytes
+from sentiment.data.bag import NgramTable, Words, log_count_ratios, review_hashes
+from sentiment.data.datamodule import SentimentDataModule
+from sentiment.network.model import LinearBag, SentimentNet
+from sentiment.inference.predictor import Predictor
+from sentiment.data.text import tokenize_bytes
 
 
 def _tokens(*texts):
@@ -231,7 +231,7 @@ def test_explain_splits_the_bags_logit_exactly_among_every_word_of_the_review(ba
 def test_a_bag_model_exports_to_onnx_with_its_bag_input(bagged, tmp_path):
     import onnxruntime as ort
 
-    from sentiment.text import TextEncoder
+    from sentiment.data.text import TextEncoder
 
     out = tmp_path / "bag.onnx"
     assert run_cli("export", "--ckpt_path", str(bagged["best"]), "--output", str(out)) == 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sentiment.calibration import calibrate, expected_calibration_error, fit_temperature
+from sentiment.training.calibration import calibrate, expected_calibration_error, fit_temperature
 
 
 def test_the_calibration_error_is_the_gap_between_confidence_and_accuracy_per_bin():

@@ -14,10 +14,10 @@ import torch
 import yaml
 from conftest import build_archive_with_unlabelled, build_imdb_archive, make_reviews, run_cli, write_csv
 
-from sentiment.classifier import SentimentClassifier
+from sentiment.training.classifier import SentimentClassifier
 from sentiment.cli import cli_main
-from sentiment.predictor import Predictor
-from sentiment.sources import read_imdb_unlabelled
+from sentiment.inference.predictor import Predictor
+from sentiment.data.sources import read_imdb_unlabelled
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -423,7 +423,7 @@ def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv)
     assert [p.name for p in (tmp_path / "node0" / "lightning_logs").iterdir()] == ["version_0"]
     assert not (tmp_path / "node1" / "lightning_logs").exists()  # the first node's first process saves and logs
     best = tmp_path / "node0" / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
-    from sentiment.predictor import Predictor
+    from sentiment.inference.predictor import Predictor
 
     answers = Predictor.from_checkpoint(best).predict(["brilliant superb fun", "awful dull waste"])
     assert [a["label"] for a in answers] == ["positive", "negative"]

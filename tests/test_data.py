@@ -16,12 +16,12 @@ from conftest import (
     write_csv,
 )
 
-import sentiment.corpus as data_module
-import sentiment.vectors as vectors_module
+import sentiment.data.corpus as data_module
+import sentiment.data.vectors as vectors_module
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
-from sentiment.predictor import Predictor
-from sentiment.sources import read_imdb_unlabelled
+from sentiment.inference.predictor import Predictor
+from sentiment.data.sources import read_imdb_unlabelled
 
 
 def test_imdb_splits_and_batches(imdb_dir):
@@ -252,7 +252,7 @@ def test_two_processes_preparing_one_data_dir_at_once_leave_one_complete_cache(t
 
 
 def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
-    from sentiment.batches import EpochShuffle
+    from sentiment.data.batches import EpochShuffle
 
     rows = list(range(30))
     sampler = EpochShuffle(rows, seed=3, min_rows=100)
@@ -264,7 +264,7 @@ def test_an_epoch_reads_a_small_training_split_several_whole_times(tmp_path):
     assert list(sampler) != order and sorted(list(sampler)) == sorted(order)
     assert len(EpochShuffle(list(range(500)), seed=3, min_rows=100)) == 500  # a large split: one pass, as before
     # under DDP, the same order dealt out to the processes: every row of it once, equal shares
-    from sentiment.batches import DistributedEpochShuffle
+    from sentiment.data.batches import DistributedEpochShuffle
 
     shares = [DistributedEpochShuffle(rows, seed=3, min_rows=100, num_replicas=3, rank=r) for r in range(3)]
     for share in shares:
@@ -355,10 +355,10 @@ def test_pseudo_labels_need_imdb_a_checkpoint_and_the_same_labels(tmp_path, trai
 
 def test_the_data_room_imports_nothing_of_the_network_or_inference():
     # the data module and its corpus read and encode reviews; a model that labels reviews is handed to them
-    code = ("import sys, sentiment.data; "
+    code = ("import sys, sentiment.data.datamodule; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('sentiment.'))))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
-    assert {"sentiment.data", "sentiment.corpus", "sentiment.settings"} <= loaded
-    assert not loaded & {"sentiment.predictor", "sentiment.checkpoint", "sentiment.gate_tables", "sentiment.model",
-                         "sentiment.classifier"}
+    assert {"sentiment.data.datamodule", "sentiment.data.corpus", "sentiment.data.settings"} <= loaded
+    assert not loaded & {"sentiment.inference.predictor", "sentiment.inference.checkpoint", "sentiment.network.gate_tables", "sentiment.network.model",
+                         "sentiment.training.classifier"}

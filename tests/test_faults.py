@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import make_reviews, run_cli, write_csv
 
-from sentiment.callbacks import AtomicCheckpointIO, AutoSave, ModelCheckpoint
-from sentiment.classifier import SentimentClassifier
-from sentiment.data import SentimentDataModule
+from sentiment.training.callbacks import AtomicCheckpointIO, AutoSave, ModelCheckpoint
+from sentiment.training.classifier import SentimentClassifier
+from sentiment.data.datamodule import SentimentDataModule
 
 TESTS = Path(__file__).resolve().parent
 REVIEWS, VAL_FRACTION, BATCH_SIZE = 400, 0.1, 16  # VAL_FRACTION: the data module's default
@@ -110,9 +110,9 @@ def _full_disk_after(calls: int, real):
 
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, tiny_csv,
                                                                                         monkeypatch, capsys):
-    import sentiment.callbacks
+    import sentiment.training.callbacks
 
-    monkeypatch.setattr(sentiment.callbacks.torch, "save", _full_disk_after(2, torch.save))  # epoch 1 saved
+    monkeypatch.setattr(sentiment.training.callbacks.torch, "save", _full_disk_after(2, torch.save))  # epoch 1 saved
     code = run_cli("fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
                    "--data.loader.min_epoch_size", "0",
                    "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--trainer.max_epochs", "3",
@@ -126,10 +126,10 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previou
 
 
 def test_a_full_disk_while_writing_predictions_leaves_no_file(trained, tmp_path, monkeypatch, capsys):
-    import sentiment.callbacks
+    import sentiment.training.callbacks
 
-    real = sentiment.callbacks.PredictionWriter.write_on_batch_end
-    monkeypatch.setattr(sentiment.callbacks.PredictionWriter, "write_on_batch_end", _full_disk_after(1, real))
+    real = sentiment.training.callbacks.PredictionWriter.write_on_batch_end
+    monkeypatch.setattr(sentiment.training.callbacks.PredictionWriter, "write_on_batch_end", _full_disk_after(1, real))
     (tmp_path / "new.txt").write_text("superb\nawful\n" * 100)
     code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "new.txt"),
                    "--data.loader.predict_batch_size", "16", "--prediction_writer.output_path",

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import make_buried_reviews, make_reviews
 
-from sentiment.gate_tables import TABLES_FROM, GateTables
-from sentiment.model import POOLINGS, SentimentNet
-from sentiment.predictor import Predictor
+from sentiment.network.gate_tables import TABLES_FROM, GateTables
+from sentiment.network.model import POOLINGS, SentimentNet
+from sentiment.inference.predictor import Predictor
 
 # every pooling the network has, both ways, and a bag with more classes: from the network's own list
 NETWORKS = [*({"pooling": pooling, "bidirectional": both} for pooling in POOLINGS for both in (True, False)),

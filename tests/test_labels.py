@@ -9,12 +9,12 @@ import torch
 import yaml
 from conftest import CONFIGS, REAL_ARCHIVE, build_imdb_archive, make_polar_reviews, run_cli, write_csv
 
-from sentiment.corpus import stratified_split
-from sentiment.data import SentimentDataModule
+from sentiment.data.corpus import stratified_split
+from sentiment.data.datamodule import SentimentDataModule
 from sentiment.errors import DataError
-from sentiment.labels import LabelReader
-from sentiment.model import classification_loss
-from sentiment.predictor import Predictor
+from sentiment.data.labels import LabelReader
+from sentiment.network.model import classification_loss
+from sentiment.inference.predictor import Predictor
 
 ORDERS = [
     (["pos", "neg", "NEG", "1"], ("negative", "positive")),  # the binary words of old, mixed: two classes
@@ -99,7 +99,7 @@ def test_balanced_class_weights_weigh_each_class_alike():
 def test_balanced_class_weights_reach_the_training_loss(tmp_path):
     import lightning as L
 
-    from sentiment.classifier import SentimentClassifier
+    from sentiment.training.classifier import SentimentClassifier
 
     train = write_csv(tmp_path / "train.csv", make_polar_reviews(300, shares=(1, 1, 4)))
     dm = SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train), encoding={"min_freq": 1},
@@ -152,7 +152,7 @@ def test_three_classes_predict_a_column_per_class_in_input_order(three, tmp_path
 
 
 def test_three_classes_explain_and_serve_answer_with_every_class(three):
-    from sentiment.serve import PredictRequest, SentimentAPI
+    from sentiment.inference.serve import PredictRequest, SentimentAPI
 
     predictor = Predictor.from_checkpoint(three["best"], threads=1)
     api = SentimentAPI(predictor, max_texts=4, max_text_bytes=1000, threads=1, max_batch_size=4, batch_timeout=0.0)

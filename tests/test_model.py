@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import make_reviews, needs_bfloat16, run_cli
 
-from sentiment.classifier import SentimentClassifier
-from sentiment.model import (
+from sentiment.training.classifier import SentimentClassifier
+from sentiment.network.model import (
     CELLS,
     POOLINGS,
     FastDropout,
@@ -19,8 +19,8 @@ from sentiment.model import (
     reverse_within_lengths,
 )
 from sentiment.errors import DataError
-from sentiment.predictor import Predictor
-from sentiment.text import TextEncoder, Vocab
+from sentiment.inference.predictor import Predictor
+from sentiment.data.text import TextEncoder, Vocab
 
 
 @pytest.mark.parametrize("cell, pooling, bidirectional",
@@ -62,7 +62,7 @@ def test_padding_never_changes_a_logit(cell, pooling, bidirectional):
 
 def test_the_network_and_the_tokenizer_import_no_lightning():
     # sold as plain PyTorch: importing them (through the package) must not pull in Lightning or its companions
-    code = ("import sys, sentiment.model, sentiment.text; "
+    code = ("import sys, sentiment.network.model, sentiment.data.text; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', "
             "'torchmetrics', 'tensorboard', 'litserve'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -237,7 +237,7 @@ def test_adversarial_every_takes_the_adversarial_loss_on_one_step_in_n(tmp_path,
                                                                        adversarial_steps):
     import lightning as L
 
-    import sentiment.classifier as classifier
+    import sentiment.training.classifier as classifier
 
     taken = []
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import run_cli
 
-from sentiment.classifier import SentimentClassifier
-from sentiment.predictor import Predictor
+from sentiment.training.classifier import SentimentClassifier
+from sentiment.inference.predictor import Predictor
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sentiment"
 REVIEWS = ["A wonderful, brilliant film.", "", "Terrible and boring, a waste.", "superb fun",
@@ -29,30 +29,32 @@ def _loaded(code: str) -> list[str]:
 
 
 def test_the_predictor_and_the_server_load_no_lightning():
-    assert _loaded("import sentiment.predictor, sentiment.checkpoint, sentiment.export") == []
-    assert _loaded("import sentiment.serve") == []
-    out = subprocess.run([sys.executable, "-c", "import sys, sentiment.serve; print('sentiment.cli' in sys.modules)"],
+    assert _loaded("import sentiment.inference.predictor, sentiment.inference.checkpoint, sentiment.inference.export") == []
+    assert _loaded("import sentiment.inference.serve") == []
+    out = subprocess.run([sys.executable, "-c", "import sys, sentiment.inference.serve; print('sentiment.cli' in sys.modules)"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # the server never imports the command line
 
 
 def _imports(module: Path) -> set[str]:
-    """The package's own modules that ``module`` imports, at any depth of its code, by an import statement or by
-    name (``importlib.import_module("sentiment.serve")``)."""
+    """The package's own modules that ``module`` imports (``inference.serve``), at any depth of its code, by an import
+    statement or by name (``importlib.import_module("sentiment.inference.serve")``)."""
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module == "sentiment":
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment."):
+            found.add(node.module.removeprefix("sentiment."))
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("sentiment.")}
+            found |= {a.name.removeprefix("sentiment.") for a in node.names if a.name.startswith("sentiment.")}
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("sentiment."):
-            found.add(node.value.split(".")[1])
+            found.add(node.value.removeprefix("sentiment."))
     return found
 
 
 def test_the_package_has_no_import_circle():
-    graph = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
-    assert {"checkpoint", "serve", "export"} <= graph["cli"]  # the walk finds imports of every kind
+    graph = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): _imports(p) for p in PACKAGE.rglob("*.py")}
+    assert {"inference.checkpoint", "inference.serve", "inference.export"} <= graph["cli"]  # every kind of import
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
@@ -118,7 +120,7 @@ def test_predict_reads_the_checkpoint_once(trained, tmp_path, monkeypatch):
 def test_the_onnx_export_runs_in_onnxruntime_to_the_same_scores(trained, tmp_path, capsys):
     import onnxruntime as ort
 
-    from sentiment.text import TextEncoder
+    from sentiment.data.text import TextEncoder
 
     out = tmp_path / "model.onnx"
     assert run_cli("export", "--ckpt_path", str(trained["best"]), "--output", str(out)) == 0

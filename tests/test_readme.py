@@ -11,7 +11,7 @@ import torch
 from conftest import build_archive_with_unlabelled, run_cli
 
 from sentiment import SentimentClassifier, SentimentDataModule, self_train
-from sentiment.predictor import Predictor
+from sentiment.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -26,14 +26,48 @@ def _block(after: str, language: str) -> str:
 def test_the_layout_names_every_file_of_the_package_and_the_benchmark_and_nothing_else():
     layout = _block("## Layout", "")
     package = layout[layout.index("sentiment/") : layout.index("\nconfigs/")]
-    named = set(re.findall(r"\b\w+\.(?:py|html)\b", package))
-    assert named == {p.name for p in (ROOT / "sentiment").iterdir() if p.suffix in (".py", ".html")}
+    named, room = set(), ""
+    for line in package.splitlines()[1:]:
+        if re.match(r"^  \w+/", line):  # a room: its files follow, indented once more
+            room = line.split()[0]
+        elif line.startswith("  ") and line.strip():  # a file: its name (or names) first, then what it holds
+            names = re.findall(r"\b\w+\.(?:py|html)\b", re.split(r"\s{2,}", line.strip())[0])
+            named |= {(room if line.startswith("    ") else "") + name for name in names}
+    named |= set(re.findall(r"\b__\w+__\.py\b", package.splitlines()[0]))
+    files = {p.relative_to(ROOT / "sentiment").as_posix() for p in (ROOT / "sentiment").rglob("*")
+             if p.suffix in (".py", ".html") and "__pycache__" not in p.parts}
+    rooms = {f.split("/")[0] + "/" for f in files if "/" in f}
+    assert named == {f for f in files if not (f.endswith("/__init__.py"))}  # a room's __init__.py: its index
+    assert all(f"{room}__init__.py" in files for room in rooms)
     scripts = layout[layout.index("\nscripts/") : layout.index("\ntests/")]
     sections = re.search(r"one module per section \(([^)]*)\)", scripts).group(1).split(", ")
     assert {f"{s}.py" for s in sections} | {"common.py", "__init__.py"} == {
         p.name for p in (ROOT / "scripts" / "bench").glob("*.py")}
     for folder in ("sentiment/", "configs/", "scripts/", "tests/"):
         assert re.search(rf"^{folder}", layout, re.M) and (ROOT / folder).is_dir()
+
+
+# The rooms in the order they may import each other: each only from those before it (and the shared helpers)
+ROOMS = ("data", "network", "inference", "training", "cli")
+SHARED = ("errors", "io", "cpu")
+
+
+def test_each_room_imports_only_from_the_rooms_before_it():
+    for path in (ROOT / "sentiment").rglob("*.py"):
+        parts = path.relative_to(ROOT / "sentiment").with_suffix("").parts
+        room = parts[0] if len(parts) > 1 else parts[0].removesuffix("_")
+        if room not in ROOMS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "sentiment":
+                names = [f"sentiment.{a.name}" for a in node.names]
+            for name in names:
+                if not name.startswith("sentiment.") or name.split(".")[1] in SHARED:
+                    continue
+                used = name.split(".")[1]
+                assert ROOMS.index(used) <= ROOMS.index(room), f"{path.name} ({room}) imports {name}"
 
 
 def test_the_onnx_example_runs_as_written(trained, tmp_path):

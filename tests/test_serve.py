@@ -17,7 +17,7 @@ import torch
 from conftest import run_cli
 
 from sentiment.cpu import native_bfloat16
-from sentiment.serve import start_server
+from sentiment.inference.serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -268,9 +268,9 @@ def test_serve_refuses_a_limit_out_of_range_in_one_line(trained, capsys, option,
 def test_a_batch_mixing_explained_and_plain_requests_answers_each_in_its_own_shape(trained):
     # requests that arrive together are classified in one batch; those asking for explanations are answered
     # with them, the others without, each with the scores its texts get alone
-    from sentiment.classifier import SentimentClassifier
-    from sentiment.predictor import Predictor
-    from sentiment.serve import PredictRequest, SentimentAPI
+    from sentiment.training.classifier import SentimentClassifier
+    from sentiment.inference.predictor import Predictor
+    from sentiment.inference.serve import PredictRequest, SentimentAPI
 
     api = SentimentAPI(Predictor.from_checkpoint(trained["best"]), max_texts=8, max_text_bytes=1000, threads=1,
                        max_batch_size=8, batch_timeout=0.0)

@@ -6,8 +6,8 @@ import pytest
 from conftest import ArchiveServer, add_bytes, build_imdb_archive, write_csv
 
 from sentiment.errors import DataError
-from sentiment.labels import LabelReader
-from sentiment.sources import (
+from sentiment.data.labels import LabelReader
+from sentiment.data.sources import (
     DataWarning,
     download,
     iter_unlabelled,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentiment.text import (
+from sentiment.data.text import (
     TRUNCATIONS,
     TextEncoder,
     Vocab,
@@ -55,7 +55,7 @@ def test_truncating_tokenizer_keeps_what_truncate_keeps(text, max_length, mode):
 
 def test_the_vocabulary_and_ids_are_the_same_in_every_process():
     # caches and checkpoints are written by one process and read by another: nothing may depend on hash order
-    code = ("from sentiment.text import encode_corpus; "
+    code = ("from sentiment.data.text import encode_corpus; "
             "v, ids, _ = encode_corpus(['b a c', 'c b a d', 'e d', 'f g h'], max_length=4); "
             "print(v.itos, ids.tolist())")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

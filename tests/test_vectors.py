@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from conftest import NEGATIVE, POSITIVE, build_imdb_archive, make_review
 
-import sentiment.vectors as vectors_module
+import sentiment.data.vectors as vectors_module
 from sentiment import SentimentClassifier, SentimentDataModule
 from sentiment.errors import DataError
-from sentiment.vectors import vectors_file
+from sentiment.data.vectors import vectors_file
 
 
 def _imdb_with_unlabelled(data_dir, n_unsup=300):

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.common import WARMUP_STEPS, Report, Timed, archive_data_dir, config_args, in_turns
 from bench.training import ORIGINAL, OriginalProcess, original_encode
-from sentiment.checkpoint import read_checkpoint
+from sentiment.inference.checkpoint import read_checkpoint
 
 
 # Runs a command and writes its peak memory (wait4's, the largest of it and its workers) to a file. A small process

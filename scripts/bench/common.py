@@ -15,7 +15,7 @@ import torch
 
 from bench import ROOT
 from sentiment.cli import SentimentCLI, build_cli
-from sentiment.sources import IMDB_ARCHIVE
+from sentiment.data.sources import IMDB_ARCHIVE
 
 CONFIGS = ROOT / "configs"
 WARMUP_STEPS = 5
@@ -116,7 +116,7 @@ def cpu_kind(cpuinfo: str) -> str:
     emulated (a bfloat16 CPU, by ``cpuinfo``'s flags, limited to AVX2 by PyTorch's environment variables)."""
     from sentiment.cli import default_precision
     from sentiment.cpu import native_bfloat16
-    from sentiment.predictor import default_compute
+    from sentiment.inference.predictor import default_compute
 
     kind = "native bfloat16" if native_bfloat16() else "no bfloat16"
     emulated = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2") and "avx512_bf16" in cpuinfo

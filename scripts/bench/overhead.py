@@ -14,7 +14,7 @@ import torch
 from bench.common import WARMUP_STEPS, Report, Timed, in_turns
 from bench.training import PRECISION, recipe_loop, settings
 from sentiment.cli import SentimentCLI
-from sentiment.batches import as_batch
+from sentiment.data.batches import as_batch
 
 
 class _FixedData(L.LightningDataModule):

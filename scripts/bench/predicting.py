@@ -14,8 +14,8 @@ import numpy as np
 from bench.common import Report, Timed, checkpoint, in_turns, recipe
 from sentiment.cli import cli_main
 from sentiment.cpu import native_bfloat16
-from sentiment.predictor import Predictor
-from sentiment.text import tokenize, truncate
+from sentiment.inference.predictor import Predictor
+from sentiment.data.text import tokenize, truncate
 
 
 class FastText(Timed):
@@ -88,7 +88,7 @@ def start_up(two: Path, ckpt: Path, rounds: int) -> dict[str, float]:
     `sentiment predict` on a two-line file (the whole command)."""
     starts = {
         "`import torch`": [sys.executable, "-c", "import torch"],
-        "`import sentiment.predictor`": [sys.executable, "-c", "import sentiment.predictor"],
+        "`import sentiment.inference.predictor`": [sys.executable, "-c", "import sentiment.inference.predictor"],
         "`import lightning`": [sys.executable, "-c", "import lightning"],
         "`sentiment predict`, two reviews": [sys.executable, "-m", "sentiment", "predict", "--ckpt_path", str(ckpt),
                                              "--data.predict_file", str(two), "--prediction_writer.output_path",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Report
-from sentiment.serve import start_server
+from sentiment.inference.serve import start_server
 
 
 KEY = "benchmark-key"  # served as a server facing a network would be: behind a key

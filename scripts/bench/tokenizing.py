@@ -6,7 +6,7 @@ import numpy as np
 
 from bench.common import Report, timed
 from sentiment.cli import SentimentCLI
-from sentiment.text import encode_corpus
+from sentiment.data.text import encode_corpus
 
 
 def hf_tokenizers_pipeline(texts: list[str], max_size: int, min_freq: int, max_length: int) -> np.ndarray:

@@ -16,9 +16,9 @@ import yaml
 
 from bench.common import CONFIGS, ROOT, Report, Timed, in_turns
 from sentiment.cli import SentimentCLI, default_precision
-from sentiment.batches import EncodedReviews, as_batch
-from sentiment.model import SentimentNet, adversarial_losses, classification_loss
-from sentiment.selftrain import model_settings
+from sentiment.data.batches import EncodedReviews, as_batch
+from sentiment.network.model import SentimentNet, adversarial_losses, classification_loss
+from sentiment.training.selftrain import model_settings
 
 PRECISION = default_precision()  # what `sentiment fit` uses on this machine
 ORIGINAL = yaml.safe_load((CONFIGS / "seed.yaml").read_text())  # the original project's recipe

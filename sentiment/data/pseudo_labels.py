@@ -1,7 +1,7 @@
 """Pseudo labels: IMDb's unlabelled reviews that a trained model is sure of, with its labels, to train on.
 
 The corpus appends them to its training split when ``unlabelled.pseudo_labels`` names the model, which is handed in
-as a ``Labeller`` (a ``Predictor``: ``sentiment.selftrain`` and the CLI build one); validation and test never see
+as a ``Labeller`` (a ``Predictor``: ``sentiment.training.selftrain`` and the CLI build one); validation and test never see
 them. Nothing here imports inference: the data room only asks a labeller for answers.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from sentiment.errors import DataError
-from sentiment.labels import LabelReader
-from sentiment.sources import Reviews, read_imdb_unlabelled
+from sentiment.data.labels import LabelReader
+from sentiment.data.sources import Reviews, read_imdb_unlabelled
 
 
 class Labeller(Protocol):

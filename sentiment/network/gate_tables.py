@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sentiment.model import SentimentNet, summary_states
+from sentiment.network.model import SentimentNet, summary_states
 
 TABLES_FROM = 8  # reviews a batch: below this PyTorch's LSTM answers sooner (BENCHMARKS.md)
 

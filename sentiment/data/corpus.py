@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from sentiment.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
-from sentiment.batches import EncodedReviews
+from sentiment.data.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
+from sentiment.data.batches import EncodedReviews
 from sentiment.errors import DataError
-from sentiment.labels import LabelReader
-from sentiment.pseudo_labels import Labeller, confidently_labelled
-from sentiment.settings import Encoding, Imdb, Unlabelled, settings_digest
-from sentiment.sources import (
+from sentiment.data.labels import LabelReader
+from sentiment.data.pseudo_labels import Labeller, confidently_labelled
+from sentiment.data.settings import Encoding, Imdb, Unlabelled, settings_digest
+from sentiment.data.sources import (
     IMDB_ARCHIVE,
     Reviews,
     download,
@@ -38,8 +38,8 @@ from sentiment.sources import (
     read_labelled,
     source_signature,
 )
-from sentiment.text import TextEncoder, Vocab, encode_corpus, tokenize_bytes
-from sentiment.vectors import cache_vectors, cached_vectors
+from sentiment.data.text import TextEncoder, Vocab, encode_corpus, tokenize_bytes
+from sentiment.data.vectors import cache_vectors, cached_vectors
 
 CACHE_VERSION = 4  # 4: keyed by the digest of the whole Encoding
 CACHE_FOLDER = ".sentiment_cache"
@@ -52,7 +52,7 @@ class Corpus:
     """Labelled reviews from IMDb (in ``data_dir``, downloaded when absent) or your files, and their encoded cache.
 
     The arguments are ``SentimentDataModule``'s (see there); ``labeller`` is the model that labels IMDb's unlabelled
-    reviews when ``unlabelled.pseudo_labels`` names it (``sentiment.selftrain`` hands it a ``Predictor``).
+    reviews when ``unlabelled.pseudo_labels`` names it (``sentiment.training.selftrain`` hands it a ``Predictor``).
     """
 
     data_dir: Path

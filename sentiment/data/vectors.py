@@ -15,7 +15,7 @@ import numpy as np
 
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
-from sentiment.text import PAD_ID, Vocab, tokenize, worker_count
+from sentiment.data.text import PAD_ID, Vocab, tokenize, worker_count
 
 VECTORS_VERSION = 1  # bump when the training below changes: it names the cached file
 WINDOW = 5  # words either side that count as context

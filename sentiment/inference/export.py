@@ -8,7 +8,7 @@ makes all three); output
 ``probabilities`` (float32, batch x labels, in the order of the ``labels`` metadata; calibrated with the
 checkpoint's temperature, as the ``Predictor`` answers). The batch and the length are
 free. The model's metadata carries what a runtime needs to make those inputs: ``text_encoder`` (JSON:
-``sentiment.text.TextEncoder.to_dict()``, the vocabulary and tokenizer settings), and for other languages
+``sentiment.data.text.TextEncoder.to_dict()``, the vocabulary and tokenizer settings), and for other languages
 ``labels``, ``max_length`` and ``truncation`` (JSON) on their own.
 """
 
@@ -23,7 +23,7 @@ import torch
 
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
-from sentiment.predictor import Predictor
+from sentiment.inference.predictor import Predictor
 
 OPSET = 17
 # The inputs in order (bag_ids: a model with a bag only), each with its free axes

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sentiment.sources import IMDB_SHA256, IMDB_TARGETS, IMDB_URL, Target
-from sentiment.text import TOKENIZER_VERSION, Truncation, kept_ends
+from sentiment.data.sources import IMDB_SHA256, IMDB_TARGETS, IMDB_URL, Target
+from sentiment.data.text import TOKENIZER_VERSION, Truncation, kept_ends
 
 
 
@@ -33,7 +33,7 @@ class Encoding:
         min_freq: a token needs this many occurrences in the training split to get an id.
         max_size: at most this many ids (``<pad>`` and ``<unk>`` included); None for no limit.
         bag_ngrams: a bag of n-grams of up to this many words over each whole review, beside the recurrent network's
-            ``max_length`` tokens (``sentiment.bag``); 0: no bag.
+            ``max_length`` tokens (``sentiment.data.bag``); 0: no bag.
         bag_min_count: an n-gram joins the bag's table if at least this many training reviews have it.
         labels: the label set and its order (e.g. ``[negative, neutral, positive]``); default: the values found in
             the training split, numbers in numeric order, negative < neutral < positive, other words alphabetically.
@@ -113,7 +113,7 @@ class Unlabelled:
         pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same data)
             that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join the
             training split with its labels (never validation or test). Labelled once, cached with the encoded data.
-            ``sentiment fit --self_training true`` (``sentiment.selftrain``) trains that model itself, with the fit's
+            ``sentiment fit --self_training true`` (``sentiment.training.selftrain``) trains that model itself, with the fit's
             recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
     """

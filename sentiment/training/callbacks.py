@@ -16,9 +16,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from sentiment.checkpoint import write_checkpoint
+from sentiment.inference.checkpoint import write_checkpoint
 from sentiment.io import atomic_open
-from sentiment.labels import numeric_values
+from sentiment.data.labels import numeric_values
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

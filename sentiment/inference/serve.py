@@ -38,7 +38,7 @@ from pydantic import BaseModel, StrictBool, StrictStr
 
 from sentiment.cpu import configure_cpu
 from sentiment.errors import DataError
-from sentiment.predictor import Compute, Predictor
+from sentiment.inference.predictor import Compute, Predictor
 
 PAGE = Path(__file__).with_name("page.html")
 KEYED_PATHS = ("/predict", "/info")  # what needs the key when there is one; the page and /health stay open

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
-from sentiment.sources import iter_unlabelled
-from sentiment.text import padded
+from sentiment.data.sources import iter_unlabelled
+from sentiment.data.text import padded
 
 
 class EncodedReviews(Dataset):
@@ -21,7 +21,7 @@ class EncodedReviews(Dataset):
         ids: N x max_length token ids, right-padded with 0.
         lengths: N real lengths.
         labels: N labels (1 = positive), or None.
-        bags: each review's n-gram ids (``sentiment.bag``), end to end, and how many each has; or None.
+        bags: each review's n-gram ids (``sentiment.data.bag``), end to end, and how many each has; or None.
     """
 
     def __init__(self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray | None = None,

@@ -40,7 +40,7 @@ class DataWarning(UserWarning):
 
 @dataclass
 class Reviews:
-    """Review texts with their labels as written in the source (``sentiment.labels`` names the classes), the
+    """Review texts with their labels as written in the source (``sentiment.data.labels`` names the classes), the
     name of each review's row or file for error messages, and, where the source has them, ids."""
 
     texts: list[str]

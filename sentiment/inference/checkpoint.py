@@ -18,13 +18,13 @@ import torch
 
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
-from sentiment.labels import BINARY
-from sentiment.model import NetConfig, SentimentNet
-from sentiment.settings import GROUPS, Encoding
-from sentiment.text import TextEncoder, Vocab
+from sentiment.data.labels import BINARY
+from sentiment.network.model import NetConfig, SentimentNet
+from sentiment.data.settings import GROUPS, Encoding
+from sentiment.data.text import TextEncoder, Vocab
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
-CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.calibration)
+CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.training.calibration)
 NETWORK_PREFIX = "net."  # the network's weights in the LightningModule's state_dict
 # Network settings that checkpoints before NetConfig may hold and that no longer exist: the hashed-bigram bag's
 GONE_NETWORK_SETTINGS = ("ngram_buckets", "ngram_dim")  # a model is readable if the first is 0 (no such bag)

@@ -120,7 +120,7 @@ def summary_states(states: torch.Tensor, lengths: torch.Tensor, directions: int)
 
 
 class LinearBag(nn.Module):
-    """A linear model over a bag of n-grams (``sentiment.bag``), one logit per output: each n-gram present adds
+    """A linear model over a bag of n-grams (``sentiment.data.bag``), one logit per output: each n-gram present adds
     ``scale * weight`` to them (NBSVM's parametrisation: ``scale`` the n-gram's naive-Bayes log-count ratio, so the
     weights' decay is weakest for the n-grams that tell the classes apart most).
 

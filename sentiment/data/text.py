@@ -27,7 +27,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from sentiment.bag import NgramTable
+from sentiment.data.bag import NgramTable
 from sentiment.errors import DataError
 from sentiment.io import atomic_write_text
 
@@ -239,7 +239,7 @@ class Vocab:
 @dataclass
 class TextEncoder:
     """Everything that turns raw reviews into model input: tokenizer, vocabulary and truncation, and for a model
-    with a bag of n-grams (``sentiment.bag``) the n-grams it knows.
+    with a bag of n-grams (``sentiment.data.bag``) the n-grams it knows.
 
     It travels inside checkpoints (``to_dict``/``from_dict`` use plain lists, strings and tensors only), so a
     trained model reads raw text with no data module present.

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from sentiment.model import probabilities
+from sentiment.network.model import probabilities
 
 BINS = 15
 MIN_REVIEWS = 200  # fewer held-out reviews measure the error, and fit the temperature, too roughly to act on

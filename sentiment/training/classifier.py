@@ -32,14 +32,14 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from sentiment.calibration import calibrate
-from sentiment.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
+from sentiment.training.calibration import calibrate
+from sentiment.inference.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
 from sentiment import cpu
 from sentiment.errors import DataError
-from sentiment.labels import BINARY, numeric_values
-from sentiment.model import NetConfig, SentimentNet, adversarial_losses, classification_loss, probabilities
-from sentiment.predictor import Predictor
-from sentiment.text import TextEncoder, Vocab
+from sentiment.data.labels import BINARY, numeric_values
+from sentiment.network.model import NetConfig, SentimentNet, adversarial_losses, classification_loss, probabilities
+from sentiment.inference.predictor import Predictor
+from sentiment.data.text import TextEncoder, Vocab
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
 ClassWeights = Literal["none", "balanced"]
@@ -113,7 +113,7 @@ class SentimentClassifier(L.LightningModule):
         self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size,
                                 pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
         self.text_encoder: TextEncoder | None = None
-        self.temperature = 1.0  # fitted on validation (sentiment.calibration); travels in checkpoints
+        self.temperature = 1.0  # fitted on validation (sentiment.training.calibration); travels in checkpoints
         self.values = numeric_values(self.labels)  # star ratings and other numbers: their values, for `mae`
         k = len(self.labels)
         if k == 2:  # today's binary metrics, keys and meanings

@@ -1,7 +1,7 @@
-"""``SentimentDataModule``: the Lightning adapter over a ``Corpus`` (``sentiment.corpus``).
+"""``SentimentDataModule``: the Lightning adapter over a ``Corpus`` (``sentiment.data.corpus``).
 
 ``prepare_data`` writes the corpus's encoded cache; ``setup`` loads its splits; the loaders serve them as padded
-batches (``sentiment.batches``). The facts a model needs (``vocab_size``, ``label_names``, ``bag_size``, ...) are
+batches (``sentiment.data.batches``). The facts a model needs (``vocab_size``, ``label_names``, ``bag_size``, ...) are
 read from the cache.
 """
 
@@ -15,13 +15,13 @@ import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 
-from sentiment.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
+from sentiment.data.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
                                 UnlabelledReviews, as_batch)
-from sentiment.corpus import Corpus
+from sentiment.data.corpus import Corpus
 from sentiment.errors import DataError
-from sentiment.pseudo_labels import Labeller
-from sentiment.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
-from sentiment.text import TextEncoder, Vocab
+from sentiment.data.pseudo_labels import Labeller
+from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
+from sentiment.data.text import TextEncoder, Vocab
 
 
 class SentimentDataModule(L.LightningDataModule):
@@ -42,7 +42,7 @@ class SentimentDataModule(L.LightningDataModule):
         label_column: column holding the label: any values, words or numbers (0/1, pos/neg, positive/negative and
             true/false read as negative/positive); Kaggle's ``sentiment`` is recognised.
         id_column: optional column copied into predictions.
-        encoding: how a text becomes model input (``sentiment.settings.Encoding``): truncation, vocabulary, the bag
+        encoding: how a text becomes model input (``sentiment.data.settings.Encoding``): truncation, vocabulary, the bag
             of n-grams, the label set, the validation split.
         unlabelled: what unlabelled reviews teach (``Unlabelled``): word vectors, pseudo labels.
         loader: batch sizes, epoch size and worker processes (``Loading``).

@@ -1,6 +1,6 @@
 """``Predictor``: a trained model ready for raw text, read from its checkpoint once.
 
-    from sentiment.predictor import Predictor
+    from sentiment.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint("lightning_logs/version_0/checkpoints/best.ckpt")
     predictor.predict(["A wonderful film.", "Dull."])
@@ -25,16 +25,16 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from sentiment.bag import word_shares
-from sentiment.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
+from sentiment.data.bag import word_shares
+from sentiment.inference.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
 from sentiment.cpu import native_bfloat16, usable_bfloat16
-from sentiment.gate_tables import TABLES_FROM, GateTables
-from sentiment.labels import BINARY, numeric_values
-from sentiment.model import SentimentNet, probabilities
-from sentiment.text import TextEncoder, Vocab, tokenize_bytes
+from sentiment.network.gate_tables import TABLES_FROM, GateTables
+from sentiment.data.labels import BINARY, numeric_values
+from sentiment.network.model import SentimentNet, probabilities
+from sentiment.data.text import TextEncoder, Vocab, tokenize_bytes
 
 # How the network computes: the recurrence in bfloat16 (CPUs that have it natively); float32 through per-word gate
-# tables where the network allows (``sentiment.gate_tables``: the same answers, about twice as fast as PyTorch's
+# tables where the network allows (``sentiment.network.gate_tables``: the same answers, about twice as fast as PyTorch's
 # own LSTM kernel on CPUs without bfloat16); float32 through PyTorch's own LSTM kernel, as in training.
 Compute = Literal["bfloat16", "float32", "float32-plain"]
 COMPUTES = get_args(Compute)
@@ -60,7 +60,7 @@ class Predictor:
         labels: the classes, in the order of the network's outputs (default: ``negative``, ``positive``).
         temperature: the logits are divided by it before the probabilities are taken (calibration).
         compute: ``bfloat16`` (the recurrence in bfloat16, the output layer in float32), ``float32`` (through
-            per-word gate tables, ``sentiment.gate_tables``, where the network allows; else PyTorch's LSTM) or
+            per-word gate tables, ``sentiment.network.gate_tables``, where the network allows; else PyTorch's LSTM) or
             ``float32-plain`` (PyTorch's own LSTM kernel). Default: ``bfloat16`` where the CPU computes in it
             natively, else ``float32``, as ``sentiment predict`` does. ``bfloat16`` asked for on a CPU without it:
             ``float32``, with a one-line warning.

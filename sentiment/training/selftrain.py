@@ -27,10 +27,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 
-from sentiment.data import SentimentDataModule
-from sentiment.settings import settings_digest
+from sentiment.data.datamodule import SentimentDataModule
+from sentiment.data.settings import settings_digest
 from sentiment.errors import DataError
-from sentiment.predictor import Predictor
+from sentiment.inference.predictor import Predictor
 
 # Trainer settings that do not change what a fit learns: left out of the teacher's cache key, and the teacher's
 # Trainer sets them itself (it logs nothing and keeps its best checkpoint only)
