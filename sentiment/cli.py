@@ -37,6 +37,7 @@ FROM_CHECKPOINT = ("validate", "test", "predict")  # subcommands that evaluate o
 AFTER_TRAINING = {"serve": ("sentiment.inference.serve", "serve"), "export": ("sentiment.inference.export", "export")}
 # `validate` and `test` take these data settings from the checkpoint unless given: the training data and how its
 # reviews were encoded must then agree with it (the whole `encoding` at once); the others may name new data.
+# `predict` takes the encoding alone (it reads no training data), which must agree too.
 AGREEING_KEYS = ("train_file", "text_column", "encoding")
 CKPT_DATA_KEYS = (*AGREEING_KEYS, "label_column", "test_file", "val_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
@@ -181,9 +182,10 @@ class SentimentCLI(LightningCLI):
             parser.add_argument("--verbose", action="store_true",
                                 help="Show the full traceback of an error instead of one line "
                                      "(or set SENTIMENT_DEBUG=1).")
-        if subcommand in ("validate", "test") and self.checkpoint is not None:
+        if subcommand in FROM_CHECKPOINT and self.checkpoint is not None:
             saved = load_data_settings(self.checkpoint)
-            parser.set_defaults({f"data.{key}": saved[key] for key in CKPT_DATA_KEYS if key in saved})
+            keys = CKPT_DATA_KEYS if subcommand != "predict" else ("encoding",)  # predict reads no training data
+            parser.set_defaults({f"data.{key}": saved[key] for key in keys if key in saved})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -197,24 +199,23 @@ class SentimentCLI(LightningCLI):
                             "(e.g. lightning_logs/version_0/checkpoints/best.ckpt)")
         if subcommand == "fit":
             if ckpt_path == "last":
-                self._resume_last()
+                self.resume_last()
             elif ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
                 read_checkpoint(ckpt_path)  # a bad file is a one-line error before Lightning reads it
             return  # resuming: Lightning reads the model's settings and restores the run from the file
         if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
             self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
-        if subcommand in ("validate", "test"):
-            self.check_data_agrees(config.data)
+        self.check_data_agrees(config.data, AGREEING_KEYS if subcommand != "predict" else ("encoding",))
         # The model as the checkpoint built it. The weights are loaded from the file already read (before_*), so
         # the Trainer is given no path to read it again.
         settings = load_model_settings(self.checkpoint, self.checkpoint_path)
         self.config = parser.parse_object({subcommand: {"model": settings}}, self.config)
         self.config[subcommand].ckpt_path = None
 
-    def check_data_agrees(self, data: Namespace) -> None:
+    def check_data_agrees(self, data: Namespace, keys: tuple[str, ...]) -> None:
         """Refuse, in one line, data that would be read otherwise than the checkpoint's model was trained on."""
         saved = load_data_settings(self.checkpoint)
-        for key in AGREEING_KEYS:
+        for key in keys:
             if key == "encoding":
                 differences = Encoding.from_dict(data.encoding.as_dict()).differences(load_encoding(self.checkpoint))
                 if differences:
@@ -224,23 +225,23 @@ class SentimentCLI(LightningCLI):
                 raise DataError(f"--data.{key} {data[key]} differs from the checkpoint's {saved[key]}: the model reads "
                                 f"reviews as it was trained; leave --data.{key} out")
 
-    def _load_checkpoint(self) -> None:
+    def load_weights(self) -> None:
         """The weights, text encoder and temperature of the checkpoint already read."""
         self.model.load_state_dict(self.checkpoint["state_dict"])
         self.model.on_load_checkpoint(self.checkpoint)
 
     def before_validate(self) -> None:
-        self._load_checkpoint()
+        self.load_weights()
 
     def before_test(self) -> None:
-        self._load_checkpoint()
+        self.load_weights()
 
     def before_predict(self) -> None:
-        self._load_checkpoint()
+        self.load_weights()
         # predictions go to the CSV writer as they are made; keeping them all would grow memory
         self.config_init.predict.return_predictions = False
 
-    def _resume_last(self) -> None:
+    def resume_last(self) -> None:
         """``fit --ckpt_path last``: continue the newest run's ``last.ckpt``, logging into the same version."""
         root = Path(self.config.fit.trainer.default_root_dir or os.getcwd()) / "lightning_logs"
         candidates = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -251,7 +252,7 @@ class SentimentCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(str(last.parent))} exists")
         self.config.fit.ckpt_path = str(last)
         read_checkpoint(last)
-        self._resume_version = int(last.parent.parent.name.removeprefix("version_"))
+        self.resume_version = int(last.parent.parent.name.removeprefix("version_"))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -261,7 +262,7 @@ class SentimentCLI(LightningCLI):
             # TensorBoard, without Lightning's placeholder `hp_metric`: the model logs real ones
             trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
                 save_dir=trainer.default_root_dir or os.getcwd(), name="lightning_logs", default_hp_metric=False,
-                version=getattr(self, "_resume_version", None)))
+                version=getattr(self, "resume_version", None)))
         if self.subcommand == "predict":
             if not config.data.predict_file:
                 raise DataError("`sentiment predict` needs reviews to classify: pass --data.predict_file FILE")

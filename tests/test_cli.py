@@ -153,6 +153,20 @@ def test_test_with_other_vocabulary_settings_is_refused_in_one_line(trained, tmp
     assert not (tmp_path / "data").exists()  # refused before any work
 
 
+def test_predict_with_another_encoding_is_refused_in_one_line(trained, tmp_path, capsys):
+    # predict reads texts as the checkpoint's model was trained to, or not at all: the default encoding (which the
+    # tiny model was not trained with) is not assumed, and another one given is refused
+    (tmp_path / "in.txt").write_text("a fine film\n")
+    common = ["predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "in.txt"),
+              "--trainer.enable_progress_bar", "false"]
+    assert run_cli(*common, "--prediction_writer.output_path", str(tmp_path / "out.csv")) == 0
+    assert run_cli(*common, "--prediction_writer.output_path", str(tmp_path / "no.csv"),
+                   "--data.encoding.max_length", "64") == 1
+    assert capsys.readouterr().err.startswith("error: --data.encoding differs from the checkpoint's: max_length 64 "
+                                              "(the checkpoint's: 128)")
+    assert not (tmp_path / "no.csv").exists()
+
+
 def test_explicit_data_options_on_test_win_over_the_checkpoint(trained, tmp_path):
     # the settings the model was trained with, given again, are accepted; a new test file is read instead of
     # the checkpoint's: here every label flipped, so the accuracy must fall from above 0.9 to below 0.1

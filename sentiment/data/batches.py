@@ -51,7 +51,7 @@ class EncodedReviews(Dataset):
             sizes = counts[idx]
             # the rows' ids, gathered in one indexing: each row's start, then one step per id
             at = np.repeat(starts[idx] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-            batch["bag_ids"] = padded(np.asarray(flat[at], dtype=np.int64), sizes)
+            batch["bag_ids"] = padded(flat[at], sizes)
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -275,7 +275,7 @@ class TextEncoder:
         tokens = [_tokenize_bytes(t) for t in texts]  # every token once: the bag reads them all
         input_ids, lengths = _padded([self._ids(truncate(t, self.max_length, self.truncation)) for t in tokens])
         bags, counts = self.ngrams.encode(tokens)
-        return {"input_ids": input_ids, "lengths": lengths, "bag_ids": padded(bags.astype(np.int64), counts)}
+        return {"input_ids": input_ids, "lengths": lengths, "bag_ids": padded(bags, counts)}
 
     def to_dict(self) -> dict:
         tokens = self.vocab.itos
@@ -420,20 +420,21 @@ def encode_corpus(
     return vocab, pad_rows(flat, lengths, max_length), lengths
 
 
-def pad_rows(flat: np.ndarray, lengths: np.ndarray, width: int | None = None) -> np.ndarray:
+def pad_rows(flat: np.ndarray, lengths: np.ndarray, width: int | None = None, dtype: np.dtype | None = None
+             ) -> np.ndarray:
     """Rows of ``lengths`` ids, given end to end in ``flat``, as a len(lengths) x ``width`` array right-padded
-    with ``<pad>`` (0), in ``flat``'s dtype; ``width`` None: the longest row's (at least 1). Token ids and a bag's
-    n-gram ids are padded alike."""
+    with ``<pad>`` (0), in ``dtype`` (default: ``flat``'s); ``width`` None: the longest row's (at least 1). Token ids
+    and a bag's n-gram ids are padded alike."""
     if width is None:
         width = max(1, int(lengths.max())) if len(lengths) else 1
-    out = np.zeros((len(lengths), width), dtype=flat.dtype)
+    out = np.zeros((len(lengths), width), dtype=dtype or flat.dtype)
     out[np.arange(width)[None, :] < lengths[:, None]] = flat
     return out
 
 
 def padded(flat: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-    """``pad_rows`` as a tensor, each row as wide as the longest."""
-    return torch.from_numpy(pad_rows(flat, lengths))
+    """``pad_rows`` as an int64 tensor (what embeddings look up), each row as wide as the longest."""
+    return torch.from_numpy(pad_rows(flat, lengths, dtype=np.int64))
 
 
 def _decode_counts(counts: Counter) -> dict[str, int]:
