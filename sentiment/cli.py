@@ -206,8 +206,8 @@ class SentimentCLI(LightningCLI):
         if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
             self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
         self.check_data_agrees(config.data, AGREEING_KEYS if subcommand != "predict" else ("encoding",))
-        # The model as the checkpoint built it. The weights are loaded from the file already read (before_*), so
-        # the Trainer is given no path to read it again.
+        # The model as the checkpoint built it, from the file already read (Lightning would read it again, and
+        # knows no older layout): the path comes back in before_instantiate_classes, for the config.yaml a run saves.
         settings = load_model_settings(self.checkpoint, self.checkpoint_path)
         self.config = parser.parse_object({subcommand: {"model": settings}}, self.config)
         self.config[subcommand].ckpt_path = None
@@ -226,9 +226,11 @@ class SentimentCLI(LightningCLI):
                                 f"reviews as it was trained; leave --data.{key} out")
 
     def load_weights(self) -> None:
-        """The weights, text encoder and temperature of the checkpoint already read."""
+        """The weights, text encoder and temperature of the checkpoint already read; the Trainer need not read it
+        again."""
         self.model.load_state_dict(self.checkpoint["state_dict"])
         self.model.on_load_checkpoint(self.checkpoint)
+        self.config_init[self.subcommand].ckpt_path = None
 
     def before_validate(self) -> None:
         self.load_weights()
@@ -256,6 +258,8 @@ class SentimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in FROM_CHECKPOINT:
+            config.ckpt_path = self.checkpoint_path
         trainer = config.trainer
         trainer.precision = usable_precision(trainer.precision)  # a bf16 config from another machine runs here too
         if trainer.logger is None or trainer.logger is True:

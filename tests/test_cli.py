@@ -102,6 +102,9 @@ def test_validate_scores_the_checkpoint_on_its_own_validation_split(trained, tmp
                    "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false") == 0
     events = _events(root / "lightning_logs" / "version_0")
     assert {"val/acc", "val/f1", "val/auroc", "val/loss"} <= set(events.Tags()["scalars"])
+    # the config it saved names the checkpoint it evaluated, so that it runs again
+    saved_config = yaml.safe_load((root / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert saved_config["ckpt_path"] == str(trained["best"])
     assert events.Scalars("val/acc")[-1].value == pytest.approx(best.item(), abs=1e-6)
     assert events.Scalars("val/loss")[-1].value == pytest.approx(loss, abs=1e-5)
 
