@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -360,5 +361,39 @@ def test_the_data_room_imports_nothing_of_the_network_or_inference():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert {"sentiment.data.datamodule", "sentiment.data.corpus", "sentiment.data.settings"} <= loaded
-    assert not loaded & {"sentiment.inference.predictor", "sentiment.inference.checkpoint", "sentiment.network.gate_tables", "sentiment.network.model",
+    assert not loaded & {"sentiment.inference.predictor", "sentiment.inference.checkpoint",
+                         "sentiment.network.gate_tables", "sentiment.network.model",
                          "sentiment.training.classifier"}
+
+
+def test_from_pandas_trains_on_data_frames_as_on_files(tmp_path):
+    import pandas as pd
+
+    rows = [(t, "pos" if y else "neg") for t, y in make_reviews(200)]
+    frame = pd.DataFrame(rows, columns=["text", "label"])
+    dm = SentimentDataModule.from_pandas(frame, data_dir=str(tmp_path / "d"), encoding={"min_freq": 1})
+    files = SentimentDataModule(data_dir=str(tmp_path / "f"), train_file=str(write_csv(tmp_path / "train.csv", rows)),
+                                encoding={"min_freq": 1})
+    for module in (dm, files):
+        module.prepare_data()
+        module.setup("fit")
+    assert dm.vocab.itos == files.vocab.itos and dm.label_names == files.label_names == ["negative", "positive"]
+    np.testing.assert_array_equal(dm.dataset("val").ids, files.dataset("val").ids)  # the same seeded split
+    # the same frame again (another object): the same file and cache, nothing written anew
+    written = Path(dm.corpus.train_file).stat().st_mtime_ns
+    again = SentimentDataModule.from_pandas(frame.copy(), data_dir=str(tmp_path / "d"), encoding={"min_freq": 1})
+    assert again.corpus.train_file == dm.corpus.train_file and again.cache_dir == dm.cache_dir
+    assert Path(dm.corpus.train_file).stat().st_mtime_ns == written
+    # columns as lists will do; another frame, another file; a test frame too
+    texts, labels = [t for t, _ in rows[:100]], [y for _, y in rows[:100]]
+    small = SentimentDataModule.from_pandas({"text": texts, "label": labels}, test=frame.iloc[:20],
+                                            data_dir=str(tmp_path / "d"), encoding={"min_freq": 1})
+    assert small.corpus.train_file != dm.corpus.train_file
+    small.prepare_data()
+    small.setup("test")
+    assert len(small.dataset("test")) == 20
+    # the same column rules and one-line errors as a file, naming the frame
+    with pytest.raises(DataError, match=r"^the train DataFrame: no text column 'text' \(columns found: body, label\)"):
+        SentimentDataModule.from_pandas(frame.rename(columns={"text": "body"}), data_dir=str(tmp_path / "d"))
+    with pytest.raises(DataError, match=r"^the val DataFrame: no label column 'label'"):
+        SentimentDataModule.from_pandas(frame, val=frame[["text"]], data_dir=str(tmp_path / "d"))

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,22 @@ def test_autosave_saves_last_every_so_many_minutes_of_training(tmp_path, tiny_cs
     assert saved == expected
     assert expected[:2] == ([3, 6] if minutes else [per_epoch, 2 * per_epoch])  # 75 s: the third step is due
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == epochs * per_epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask(trained, tmp_path, umask, mode):
+    # what a user gets back (predictions, an ONNX model, a checkpoint) is as readable as any file they write
+    (tmp_path / "in.txt").write_text("a fine film\n")
+    commands = [["predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "in.txt"),
+                 "--prediction_writer.output_path", str(tmp_path / "out.csv"),
+                 "--trainer.enable_progress_bar", "false"],
+                ["export", "--ckpt_path", str(trained["best"]), "--output", str(tmp_path / "model.onnx")]]
+    for args in commands:
+        subprocess.run([sys.executable, "-m", "sentiment", *args], check=True, capture_output=True,
+                       preexec_fn=lambda: os.umask(umask))
+    code = (f"import os; os.umask({umask}); from sentiment.inference.checkpoint import write_checkpoint; "
+            f"write_checkpoint({{'x': 1}}, {str(tmp_path / 'a.ckpt')!r})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in ("out.csv", "model.onnx", "a.ckpt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -29,10 +29,11 @@ def _loaded(code: str) -> list[str]:
 
 
 def test_the_predictor_and_the_server_load_no_lightning():
-    assert _loaded("import sentiment.inference.predictor, sentiment.inference.checkpoint, sentiment.inference.export") == []
+    assert _loaded("import sentiment.inference.predictor, sentiment.inference.checkpoint, "
+                   "sentiment.inference.export") == []
     assert _loaded("import sentiment.inference.serve") == []
-    out = subprocess.run([sys.executable, "-c", "import sys, sentiment.inference.serve; print('sentiment.cli' in sys.modules)"],
-                         capture_output=True, text=True, check=True).stdout
+    code = "import sys, sentiment.inference.serve; print('sentiment.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # the server never imports the command line
 
 
@@ -163,3 +164,41 @@ def test_batches_on_worker_threads_give_the_answers_of_one_batch_at_a_time_and_l
     later.start()
     later.join()
     assert torch.get_num_threads() == before and seen == [before]
+
+
+def _calibrated_model(trained, tmp_path, temperature: float) -> SentimentClassifier:
+    """The tiny trained model as ``load_from_checkpoint`` gives it, with a calibrating temperature of its own."""
+    checkpoint = torch.load(trained["best"], weights_only=True)
+    checkpoint["calibration"]["temperature"] = temperature
+    torch.save(checkpoint, tmp_path / "calibrated.ckpt")
+    return SentimentClassifier.load_from_checkpoint(tmp_path / "calibrated.ckpt", map_location="cpu")
+
+
+def test_validating_a_trained_model_changes_nothing_of_it(trained, tmp_path):
+    import lightning as L
+
+    from sentiment.data.datamodule import SentimentDataModule
+
+    model = _calibrated_model(trained, tmp_path, 2.5)  # as if fitting had found 2.5; validation data would give another
+    before = model.predict(REVIEWS)
+    dm = SentimentDataModule(data_dir=str(trained["root"] / "data"), train_file=str(trained["root"] / "train.csv"),
+                             encoding={"min_freq": 1}, loader={"batch_size": 32})
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, precision="32-true",
+                        accelerator="cpu")
+    (metrics,) = trainer.validate(model, datamodule=dm, verbose=False)
+    assert metrics["val/acc"] > 0.8 and "val/ece" in metrics  # it did measure calibration
+    assert model.temperature == 2.5 and model.predict(REVIEWS) == before
+
+
+def test_a_plain_loader_of_texts_predicts(trained, tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    model = _calibrated_model(trained, tmp_path, 1.0)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, precision="32-true",
+                        accelerator="cpu")
+    batches = trainer.predict(model, dataloaders=DataLoader(REVIEWS, batch_size=2))
+    answers = [answer for batch in batches for answer in batch]
+    expected = model.predictor(compute="float32").predict(REVIEWS)  # the Trainer's precision: 32-true
+    assert [a["label"] for a in answers] == [a["label"] for a in expected]
+    assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in expected], abs=1e-5)

@@ -380,9 +380,16 @@ def test_the_page_answers_a_typed_review_in_chromium(server, tmp_path):
             str(round(p * 100)) for p in expected["scores"].values()]
         assert page.inner_text("#classes") == "Classes: negative, positive."
         assert page.locator("#words span").count() == 8  # every word read, highlighted by its weight
+
+        def colour(word: str) -> str:
+            return page.locator("#words span", has_text=word).first.evaluate("e => getComputedStyle(e).backgroundColor")
+
+        # a word that speaks for a negative verdict is red, as the verdict is, and a positive word green
+        assert colour("awful").startswith("rgba(198, 40, 40") and "red for negative" in page.inner_text("#legend")
         page.fill("#review", "Superb, brilliant, wonderful fun.")
         page.click("#classify")
         page.wait_for_selector("#verdict[data-label=positive]", timeout=15_000)
+        assert colour("superb").startswith("rgba(26, 127, 55")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 1000

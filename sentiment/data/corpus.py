@@ -25,6 +25,7 @@ import numpy as np
 from sentiment.data.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
 from sentiment.data.batches import EncodedReviews
 from sentiment.errors import DataError
+from sentiment.io import umask
 from sentiment.data.labels import LabelReader
 from sentiment.data.pseudo_labels import Labeller, confidently_labelled
 from sentiment.data.settings import Encoding, Imdb, Unlabelled, settings_digest
@@ -200,6 +201,7 @@ class Corpus:
             tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
             try:
                 encode_splits((reviews, classes, reader), self.encoding, tmp, labelled, self.num_proc)
+                tmp.chmod(0o777 & ~umask())  # as a plain mkdir would make it, not mkdtemp's private 0700
                 try:
                     os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
                 except OSError:

@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader
 
 from sentiment.data.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
                                 UnlabelledReviews, as_batch)
-from sentiment.data.corpus import Corpus
+from sentiment.data.corpus import CACHE_FOLDER, Corpus
 from sentiment.errors import DataError
 from sentiment.data.pseudo_labels import Labeller
 from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
+from sentiment.data.sources import frame_file
 from sentiment.data.text import TextEncoder, Vocab
 
 
@@ -79,6 +80,20 @@ class SentimentDataModule(L.LightningDataModule):
         self._splits: dict[str, EncodedReviews] = {}
         self._train_loader: ResumableLoader | None = None
         self._resume_state: dict | None = None
+
+    @classmethod
+    def from_pandas(cls, train: Any, val: Any = None, test: Any = None, predict: Any = None, data_dir: str = "data",
+                    **settings: Any) -> SentimentDataModule:
+        """Data in memory: pandas DataFrames (or mappings of columns to lists: ``{"text": [...], "label": [...]}``) in
+        place of files, read with the same column rules and one-line errors. Each is written once, named by its
+        content, as a CSV file under ``data_dir/.sentiment_cache/frames/``, and cached as files are. ``settings``: the
+        other arguments (``encoding={...}``, ``text_column``, ...)."""
+        folder = Path(data_dir) / CACHE_FOLDER / "frames"
+        text, label = settings.get("text_column", "text"), settings.get("label_column", "label")
+        frames = {"train": train, "val": val, "test": test, "predict": predict}
+        files = {f"{name}_file": str(frame_file(frame, name, folder, text, label if name != "predict" else None))
+                 for name, frame in frames.items() if frame is not None}
+        return cls(data_dir=data_dir, **files, **settings)
 
     def with_settings(self, labeller: Labeller | None = None, **changes: Any) -> SentimentDataModule:
         """A new data module of these settings with ``changes`` (a group as a dict of the settings that change:

@@ -21,10 +21,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 
 from sentiment.errors import DataError
+from sentiment.io import atomic_open
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -306,7 +307,7 @@ def _check_readable(path: Path) -> None:
 KAGGLE_COLUMNS = {"text": "review", "label": "sentiment"}
 
 
-def _resolve_column(path: Path, columns: Sequence[str], wanted: str, what: str) -> str:
+def _resolve_column(path: Path | str, columns: Sequence[str], wanted: str, what: str) -> str:
     """The column that holds ``what`` (``text`` or ``label``): ``wanted``, or Kaggle's name for it."""
     if wanted in columns:
         return wanted
@@ -315,6 +316,31 @@ def _resolve_column(path: Path, columns: Sequence[str], wanted: str, what: str) 
     found = ", ".join(map(str, columns)) or "none"
     raise DataError(f"{path}: no {what} column {wanted!r} (columns found: {found}); "
                     f"set --data.{what}_column")
+
+
+def frame_file(frame: Any, name: str, folder: Path, text_column: str, label_column: str | None) -> Path:
+    """An in-memory table (a pandas DataFrame, or a mapping of columns to lists) as a CSV file in ``folder``, named by
+    its content and written once, so that it is read, checked and cached as a file is; its columns are checked here,
+    where a one-line error can name it (``the train DataFrame``)."""
+    import pandas as pd
+
+    where = f"the {name} DataFrame"
+    try:
+        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: not a table of columns ({e})") from None
+    columns = [str(c) for c in frame.columns]
+    _resolve_column(where, columns, text_column, "text")
+    if label_column is not None:
+        _resolve_column(where, columns, label_column, "label")
+    if len(frame) == 0:
+        raise DataError(f"{where}: no rows")
+    content = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    path = folder / f"{name}-{hashlib.sha256(json.dumps(columns).encode() + content).hexdigest()[:16]}.csv"
+    if not path.is_file():
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            frame.to_csv(f, index=False)
+    return path
 
 
 def _open_text(path: Path):

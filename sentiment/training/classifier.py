@@ -32,7 +32,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from sentiment.training.calibration import calibrate
+from sentiment.training.calibration import calibrate, expected_calibration_error
 from sentiment.inference.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
 from sentiment import cpu
 from sentiment.errors import DataError
@@ -215,8 +215,12 @@ class SentimentClassifier(L.LightningModule):
         if not self.trainer.sanity_checking and self._val_outputs:
             logits = torch.cat([x for x, _ in self._val_outputs])
             labels = torch.cat([y for _, y in self._val_outputs])
-            # the temperature that makes these weights' probabilities honest on validation, kept if it helps
-            self.temperature, _, error = calibrate(logits, labels)
+            if self.trainer.state.fn == "fit":
+                # the temperature that makes these weights' probabilities honest on validation, kept if it helps;
+                # validating a trained model measures its calibration and changes nothing (calibrate() by name)
+                self.temperature, _, error = calibrate(logits, labels)
+            else:
+                error = expected_calibration_error(probabilities(logits / self.temperature), labels)
             self.log("val/ece", error, sync_dist=True)
             self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
                            "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
@@ -381,10 +385,14 @@ class SentimentClassifier(L.LightningModule):
     def on_predict_end(self) -> None:
         self.net.keep_inference_casts(False)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any] | Sequence[str], batch_idx: int, dataloader_idx: int = 0
+                     ) -> dict[str, Any] | list[dict[str, Any]]:
         """Answers for a batch of raw ``text`` (or of ``input_ids`` and ``lengths``), in the Trainer's precision,
-        with the batch's row ``index`` and ``id``."""
+        with the batch's row ``index`` and ``id``; for a plain list of texts (``DataLoader(["great film", ...])``),
+        the answers alone, in its order."""
         predictor = self._predicting
+        if isinstance(batch, (list, tuple)) and all(isinstance(text, str) for text in batch):
+            return predictor.predict(list(batch))
         if "input_ids" in batch:
             answers = predictor.answers(predictor.probabilities(batch["input_ids"], batch["lengths"],
                                                                 batch.get("bag_ids")))
