@@ -33,6 +33,7 @@ from torchmetrics.classification import (
 )
 
 from sentiment.training.calibration import calibrate, expected_calibration_error
+from sentiment.training.schedules import OneCycle
 from sentiment.inference.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
 from sentiment import cpu
 from sentiment.errors import DataError
@@ -336,8 +337,9 @@ class SentimentClassifier(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
         elif hp.lr_schedule == "onecycle":
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
-                                                            total_steps=total, pct_start=max(hp.warmup_ratio, 1e-3))
+            # torch's OneCycleLR, but for the plan of this run: a resumed run with more epochs stretches it
+            scheduler = OneCycle(optimizer, max_lr=[g["lr"] for g in groups], total_steps=total,
+                                 pct_start=max(hp.warmup_ratio, 1e-3))
         else:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = int(total * hp.warmup_ratio)
