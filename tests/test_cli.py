@@ -127,7 +127,7 @@ def test_a_checkpoint_from_before_the_split_by_movie_validates_on_its_own_random
     saved = old["datamodule_hyper_parameters"]
     flat = {key: value for key, value in saved.items() if not isinstance(value, dict)}
     for group in ("encoding", "unlabelled", "loader", "imdb"):
-        flat.update(saved[group])
+        flat.update(saved.get(group, {}))
     del flat["val_by_movie"]
     old["datamodule_hyper_parameters"] = flat
     torch.save(old, tmp_path / "old.ckpt")

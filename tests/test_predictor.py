@@ -187,6 +187,7 @@ def test_validating_a_trained_model_changes_nothing_of_it(trained, tmp_path):
                         accelerator="cpu")
     (metrics,) = trainer.validate(model, datamodule=dm, verbose=False)
     assert metrics["val/acc"] > 0.8 and "val/ece" in metrics  # it did measure calibration
+    assert sorted(metrics) == sorted(k for k in metrics if k.startswith("val/"))  # each once, not as hp/ copies
     assert model.temperature == 2.5 and model.predict(REVIEWS) == before
 
 

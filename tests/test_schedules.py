@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from conftest import make_reviews, run_cli, write_csv
 
 from sentiment.training.schedules import OneCycle
@@ -68,7 +70,17 @@ def test_fit_resumes_to_more_epochs_and_runs_plans_of_a_few_steps(tmp_path):
               "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
     assert run_cli(*common, "--trainer.max_epochs", "1") == 0  # 180 training reviews: 10 steps
     assert run_cli(*common, "--trainer.max_epochs", "2", "--ckpt_path", "last") == 0
-    last = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    run = tmp_path / "lightning_logs" / "version_0"
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 20
+    # TensorBoard's hparams tab: the first start's placeholder, then each validation's value, none written over
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    values = [e.value for e in events.Scalars("hp/val_acc")]
+    assert len(values) == 3 and values[0] == 0.0 and min(values[1:]) > 0
+    # and every hyperparameter once, without LightningCLI's or the download's bookkeeping
+    logged = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert {"lr", "net", "encoding", "train_file"} <= set(logged)
+    assert not [k for k in logged if k.startswith(("_", "data.")) or k == "imdb"], sorted(logged)
     # exactly ten steps warming up for a tenth of them, as torch's schedule could not
     assert run_cli(*common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10") == 0

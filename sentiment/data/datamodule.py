@@ -65,17 +65,17 @@ class SentimentDataModule(L.LightningDataModule):
         loader: Loading = Loading(),
         imdb: Imdb = Imdb(),
     ) -> None:
+        given = {k: v for k, v in locals().items() if k != "self" and not k.startswith("__")}  # the arguments, once
         super().__init__()
-        given = {"encoding": encoding, "unlabelled": unlabelled, "loader": loader, "imdb": imdb}
         groups = {name: as_settings(cls, given[name]) for name, cls in GROUPS.items()}
         self.encoding, self.unlabelled, self.loader, self.imdb = (groups[name] for name in GROUPS)
         self.predict_file = predict_file
         self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, text_column, label_column, id_column,
                              self.encoding, self.unlabelled, self.imdb, self.loader.num_proc)
-        files = dict(data_dir=data_dir, train_file=train_file, val_file=val_file, test_file=test_file,
-                     predict_file=predict_file, text_column=text_column, label_column=label_column, id_column=id_column)
-        # plain data, so that checkpoints load as data only
-        self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()}})
+        files = {k: v for k, v in given.items() if k not in GROUPS}
+        # plain data, so that checkpoints load as data only; where IMDb is downloaded from, only if not the default
+        self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()
+                                               if not (name == "imdb" and value == Imdb())}})
         self._encoder: TextEncoder | None = None
         self._splits: dict[str, EncodedReviews] = {}
         self._train_loader: ResumableLoader | None = None
@@ -100,7 +100,7 @@ class SentimentDataModule(L.LightningDataModule):
         ``unlabelled={"pseudo_labels": path}``) and the ``labeller`` that gives pseudo labels."""
         settings = dict(self.hparams)
         for name, change in changes.items():
-            settings[name] = {**settings[name], **change} if name in GROUPS else change
+            settings[name] = {**settings.get(name, {}), **change} if name in GROUPS else change
         data = type(self)(**settings)
         data.labeller = labeller
         return data

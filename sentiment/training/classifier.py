@@ -97,6 +97,7 @@ class SentimentClassifier(L.LightningModule):
         bag_lr: float | None = None,
         bag_weight_decay: float = 0.0,
     ) -> None:
+        given = {k: v for k, v in locals().items() if k != "self" and not k.startswith("__")}  # the arguments, once
         super().__init__()
         if vocab_size is None:
             raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
@@ -105,11 +106,10 @@ class SentimentClassifier(L.LightningModule):
             raise ValueError(f"adversarial_every must be 1 or more, got {adversarial_every}")
         self.labels = tuple(classes) if classes else BINARY
         config = NetConfig.of(net)
-        self.save_hyperparameters(ignore=["net"])
         # plain data, so that checkpoints load with weights_only: the label set as strings, and every network
-        # setting, defaults included (a checkpoint rebuilds its network whatever the defaults become)
-        self.hparams.classes = list(self.labels)
-        self.hparams.net = dataclasses.asdict(config)
+        # setting, defaults included (a checkpoint rebuilds its network whatever the defaults become); nothing of
+        # LightningCLI's own (its `_instantiator`): the arguments rebuild the model as they are
+        self.save_hyperparameters({**given, "classes": list(self.labels), "net": dataclasses.asdict(config)})
         # the vocabulary's padding and unknown-word ids are fixed (Vocab): no setting could change them
         self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size,
                                 pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
@@ -223,8 +223,9 @@ class SentimentClassifier(L.LightningModule):
             else:
                 error = expected_calibration_error(probabilities(logits / self.temperature), labels)
             self.log("val/ece", error, sync_dist=True)
-            self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
-                           "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
+            if self.trainer.state.fn == "fit":  # the hparams tab's copies: of fitting runs only
+                self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
+                               "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
             self._log_figures(confusion, probabilities(logits / self.temperature), labels)
         self.val_metrics.reset()
         self.val_confusion.reset()
@@ -269,11 +270,13 @@ class SentimentClassifier(L.LightningModule):
                 self.class_weight = (counts.sum() / (len(counts) * counts)).to(self.device)
 
     def on_fit_start(self) -> None:
-        # The hparams tab shows these metrics beside every hyperparameter of the run (model and data).
-        if isinstance(self.logger, TensorBoardLogger):
-            params = {**self.hparams, "classes": ", ".join(self.labels)}
+        # The hparams tab shows these metrics beside every hyperparameter of the run (the model's and the data
+        # module's, as Lightning logs them), from the first fit of a run only: a resumed run keeps the values the
+        # metrics have, not placeholders.
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.ckpt_path is None:
+            params = dict(self.hparams)
             if self.trainer.datamodule is not None:
-                params.update({f"data.{k}": v for k, v in self.trainer.datamodule.hparams.items()})
+                params.update(self.trainer.datamodule.hparams)
             self.logger.log_hyperparams(params, {"hp/val_acc": 0.0, "hp/val_f1": 0.0, "hp/val_auroc": 0.0})
 
     def _log_figures(self, confusion: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
