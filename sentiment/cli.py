@@ -35,9 +35,10 @@ SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 FROM_CHECKPOINT = ("validate", "test", "predict")  # subcommands that evaluate or run a trained model
 # Subcommands that work from a checkpoint alone, without a Trainer: their module and function
 AFTER_TRAINING = {"serve": ("sentiment.inference.serve", "serve"), "export": ("sentiment.inference.export", "export")}
-# `validate` and `test` take these data settings from the checkpoint unless given: the training data and how its
-# reviews were encoded must then agree with it (the whole `encoding` at once); the others may name new data.
-# `predict` takes the encoding alone (it reads no training data), which must agree too.
+# `validate` and `test` take these data settings from the checkpoint unless given; the others may name new data. The
+# encoding must agree with the checkpoint's (the whole `encoding` at once), and so must the training data where it is
+# read (a validation split carved from it); new validation and test files are read with the checkpoint's encoder.
+# `predict` takes the encoding alone (it reads no training data).
 AGREEING_KEYS = ("train_file", "text_column", "encoding")
 CKPT_DATA_KEYS = (*AGREEING_KEYS, "label_column", "test_file", "val_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
@@ -205,7 +206,9 @@ class SentimentCLI(LightningCLI):
             return  # resuming: Lightning reads the model's settings and restores the run from the file
         if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
             self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
-        self.check_data_agrees(config.data, AGREEING_KEYS if subcommand != "predict" else ("encoding",))
+        # the training data must agree only where it is read: a validation split carved from it
+        reads_training = subcommand == "validate" and not config.data.val_file
+        self.check_data_agrees(config.data, AGREEING_KEYS if reads_training else ("encoding",))
         # The model as the checkpoint built it, from the file already read (Lightning would read it again, and
         # knows no older layout): the path comes back in before_instantiate_classes, for the config.yaml a run saves.
         settings = load_model_settings(self.checkpoint, self.checkpoint_path)
@@ -234,9 +237,11 @@ class SentimentCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self.load_weights()
+        self.datamodule.read_as(self.model.text_encoder, self.model.labels)  # new files need no training data
 
     def before_test(self) -> None:
         self.load_weights()
+        self.datamodule.read_as(self.model.text_encoder, self.model.labels)
 
     def before_predict(self) -> None:
         self.load_weights()

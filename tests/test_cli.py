@@ -66,7 +66,9 @@ def test_predict_from_the_checkpoint_writes_one_row_per_input_in_order(trained, 
     rows = list(csv.DictReader(open(tmp_path / "out" / "preds.csv")))
     assert [int(r["index"]) for r in rows] == list(range(len(reviews)))
     assert [r["label"] for r in rows[:4:2]] == ["positive", "negative"]
-    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert all(0 <= float(r["score"]) <= 1 for r, text in zip(rows, reviews) if text)
+    # an empty line gets its row, marked as empty: no label, no scores
+    assert all(r["label"] == r["score"] == r["p_positive"] == "" for r, text in zip(rows, reviews) if not text)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preds.csv"]  # no temporary file left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "out"]  # no logs, data or config.yaml
 
@@ -501,3 +503,32 @@ def test_unwritable_output_folders_are_reported_before_any_work(trained, tmp_pat
     assert run_cli(subcommand, *args[subcommand], option, str(blocker / "inside" / "x.csv")) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {blocker / 'inside'}") and f"cannot write {what} there" in err
+
+
+def test_a_checkpoint_tests_a_new_file_from_any_folder_without_its_training_data(tmp_path, monkeypatch):
+    # trained in one folder with relative paths; scored from another with the checkpoint and a test file only
+    trained_in, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    trained_in.mkdir()
+    elsewhere.mkdir()
+    write_csv(trained_in / "my_train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(300)])
+    rows = [(t, "pos" if y else "neg") for t, y in make_reviews(60, seed=9)]
+    write_csv(trained_in / "my_test.csv", rows)
+    write_csv(elsewhere / "new.csv", [(t, "neg" if y == "pos" else "pos") for t, y in rows])  # every label flipped
+    monkeypatch.chdir(trained_in)
+    common = ["--data.encoding.min_freq", "1", "--trainer.enable_progress_bar", "false"]
+    assert run_cli("fit", "--data.train_file", "my_train.csv", "--data.loader.min_epoch_size", "0",
+                   "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8", "--model.adversarial", "0",
+                   "--trainer.max_epochs", "4", *common) == 0
+    best = trained_in / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    assert run_cli("test", "--ckpt_path", str(best), "--data.test_file", "my_test.csv",
+                   "--trainer.default_root_dir", "here", *common) == 0
+    (at_home,) = [e.value for e in _events(trained_in / "here" / "lightning_logs" / "version_0").Scalars("test/acc")]
+    (trained_in / "my_train.csv").unlink()  # the training data is gone: testing needs none of it
+    monkeypatch.chdir(elsewhere)
+    for extra in ([], ["--data.train_file", str(trained_in / "my_train.csv")]):  # an absolute path: no matter
+        root = elsewhere / f"run{len(extra)}"
+        assert run_cli("test", "--ckpt_path", str(best), "--data.test_file", "new.csv",
+                       "--trainer.default_root_dir", str(root), *extra) == 0
+        (flipped,) = [e.value for e in _events(root / "lightning_logs" / "version_0").Scalars("test/acc")]
+        assert at_home > 0.8 and flipped == pytest.approx(1 - at_home, abs=1e-6)  # the same reviews, read alike
+    assert not list(elsewhere.glob("data/*"))  # nothing was cached or downloaded for it

@@ -280,6 +280,16 @@ class Corpus:
         return "no validation data: set --data.val_file or a val_fraction above 0"
 
 
+def encode_reviews(reviews: Reviews, classes: np.ndarray, encoder: TextEncoder, num_proc: int | None = None
+                   ) -> EncodedReviews:
+    """Reviews encoded in memory with a trained model's ``encoder`` (its vocabulary, truncation and n-gram table), as
+    the cache holds them: what evaluating a model on new labelled data needs, and no training data."""
+    _, ids, lengths = encode_corpus(reviews.texts, vocab=encoder.vocab, max_length=encoder.max_length,
+                                    truncation=encoder.truncation, num_proc=num_proc)
+    bags = encoder.ngrams.encode(Words.of(tokenize_bytes(t) for t in reviews.texts)) if encoder.ngrams else None
+    return EncodedReviews(ids, lengths, classes.astype(np.int16), bags=bags)
+
+
 def check_classes(classes: np.ndarray, reader: LabelReader, source: str) -> None:
     """Every class of a training split needs two reviews, and there must be two classes."""
     counts = np.bincount(classes, minlength=len(reader.labels))

@@ -8,6 +8,7 @@ read from the cache.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -17,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from sentiment.data.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
                                 UnlabelledReviews, as_batch)
-from sentiment.data.corpus import CACHE_FOLDER, Corpus
+from sentiment.data.corpus import CACHE_FOLDER, Corpus, encode_reviews
+from sentiment.data.labels import LabelReader
 from sentiment.errors import DataError
 from sentiment.data.pseudo_labels import Labeller
 from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
-from sentiment.data.sources import frame_file
+from sentiment.data.sources import frame_file, read_imdb, read_labelled
 from sentiment.data.text import TextEncoder, Vocab
 
 
@@ -77,6 +79,7 @@ class SentimentDataModule(L.LightningDataModule):
         self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()
                                                if not (name == "imdb" and value == Imdb())}})
         self._encoder: TextEncoder | None = None
+        self._labels: tuple[str, ...] | None = None  # a trained model's, with its encoder (read_as)
         self._splits: dict[str, EncodedReviews] = {}
         self._train_loader: ResumableLoader | None = None
         self._resume_state: dict | None = None
@@ -127,20 +130,36 @@ class SentimentDataModule(L.LightningDataModule):
     vocab_size = property(lambda self: len(self.vocab))
     pad_id = property(lambda self: Vocab.pad_id)
     # the classes in order, and training reviews per class, as prepare_data() found them (or encoding.labels gave)
-    label_names = property(lambda self: list(self.corpus.meta()["labels"]))
+    label_names = property(lambda self: list(self._labels or self.corpus.meta()["labels"]))
     class_counts = property(lambda self: list(self.corpus.meta()["class_counts"]))
-    bag_size = property(lambda self: int(self.corpus.meta().get("bag_size", 0)))  # n-grams the bag knows; 0: no bag
+    bag_size = property(lambda self: len(self.text_encoder.ngrams or ()))  # n-grams the bag knows; 0: no bag
     bag_ratios = property(lambda self: self.corpus.bag_ratios)  # each n-gram's naive-Bayes log-count ratio
     embedding_vectors = property(lambda self: self.corpus.embedding_vectors)  # unlabelled.word_vectors' vectors
     cache_dir = property(lambda self: self.corpus.cache_dir)
 
     # --- Lightning hooks: write the cache, load its splits ----------------------------------------
 
+    def read_as(self, encoder: TextEncoder, labels: Sequence[str]) -> SentimentDataModule:
+        """Evaluate as a trained model reads: validation and test files (and IMDb's test split) are encoded with its
+        ``encoder`` and ``labels``, so they need neither the training data nor its cache (`sentiment validate` and
+        `test` do this with the checkpoint's). A validation split carved from the training data is still read from
+        it. Returns this data module."""
+        self._encoder, self._labels = encoder, tuple(labels)
+        return self
+
+    def _read_alone(self, split: str) -> bool:
+        """Whether ``split`` is read with a trained model's encoder alone (``read_as``), not from the cache."""
+        if self._labels is None:
+            return False
+        return split == "test" or (split == "val" and self.corpus.val_file is not None)
+
     def prepare_data(self) -> None:
         """Download IMDb if needed and write the encoded cache. Sets no state (it runs on one process)."""
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "predict":
             return  # predicting reads only predict_file, never training data
+        if trainer is not None and self._read_alone({"validate": "val", "test": "test"}.get(trainer.state.fn, "")):
+            return  # a trained model's encoder reads its files: no training data, no cache
         # the random state is left as found (a labelling model's initial weights draw from it): a fit is the same
         # whether it wrote its cache or found it
         with isolate_rng():
@@ -151,11 +170,29 @@ class SentimentDataModule(L.LightningDataModule):
             if self.predict_file is None:
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
-        if not (self.cache_dir / "meta.json").is_file():
-            raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
         for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]:
-            if split not in self._splits:
-                self._splits[split] = self.corpus.load(split, self.corpus.missing_split)
+            if split in self._splits:
+                continue
+            if self._read_alone(split):
+                self._splits[split] = self._encoded_alone(split)
+                continue
+            if not (self.cache_dir / "meta.json").is_file():
+                raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
+            self._splits[split] = self.corpus.load(split, self.corpus.missing_split)
+
+    def _encoded_alone(self, split: str) -> EncodedReviews:
+        corpus, reader = self.corpus, LabelReader(self._labels)
+        path = Path(getattr(corpus, f"{split}_file") or "")
+        if path != Path(""):
+            reviews = read_labelled(path, corpus.text_column, corpus.label_column, corpus.id_column)
+        else:  # IMDb's official test split
+            source = corpus.imdb_source()
+            reviews = read_imdb(source, ("test",), self.encoding.target).get("test")
+            if reviews is None:
+                raise DataError(corpus.missing_split("test"))
+            path = source
+        classes = reader.read(reviews.labels, str(path), reviews.where)
+        return encode_reviews(reviews, classes, self.text_encoder, self.loader.num_proc)
 
     def dataset(self, split: str) -> EncodedReviews:
         """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
