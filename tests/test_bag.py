@@ -192,6 +192,8 @@ def test_a_bag_model_answers_raw_text_as_sentiment_predict_and_its_batches_do(ba
                    "--prediction_writer.output_path", str(tmp_path / "out.csv"), "--trainer.precision", "32-true",
                    "--trainer.enable_progress_bar", "false") == 0
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert rows[-2]["label"] == rows[-2]["p_positive"] == ""  # the empty line: marked, not guessed
+    del rows[-2], answers[-2]
     assert [r["label"] for r in rows] == [a["label"] for a in answers]
     assert [float(r["p_positive"]) for r in rows] == pytest.approx([a["scores"]["positive"] for a in answers],
                                                                    abs=1e-5)

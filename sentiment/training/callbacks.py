@@ -141,7 +141,8 @@ class PredictionWriter(BasePredictionWriter):
     Columns: ``index`` (0-based row of the input), ``label`` (the predicted class), ``score`` (its
     probability), ``p_<label>`` for every class (for a binary model ``p_positive`` is the probability that the
     review is positive), ``expected`` where the labels are numbers (the probability-weighted label), and ``id``
-    when the input has an id column. The file appears only once complete.
+    when the input has an id column; an empty (or blank) review's row has its index and id alone, the rest empty.
+    The file appears only once complete.
 
     Args:
         output_path: the CSV file to write.
@@ -171,8 +172,12 @@ class PredictionWriter(BasePredictionWriter):
             self._writer = csv.writer(self._file)
             self._writer.writerow(self._header(pl_module, ids is not None))
         expected = "expected" in self._columns
+        texts = batch.get("text") if isinstance(batch, dict) else None
         rows = []
-        for i, a in zip(index, answers):
+        for k, (i, a) in enumerate(zip(index, answers)):
+            if texts is not None and not texts[k].strip():  # an empty line: nothing to classify, and it says so
+                rows.append([i, *[""] * (len(self._columns) - 1)])
+                continue
             row = [i, a["label"], f"{a['score']:.6f}", *(f"{p:.6f}" for p in a["scores"].values())]
             if expected:
                 row.append(f"{a['expected']:.4f}")
