@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import run_cli
 
+from sentiment.errors import DataError
+
 # (name, file contents, the one-line message expected) for `sentiment fit --data.train_file FILE`
 BAD_TRAINING_FILES = [
     ("missing", None, "{path}: no such file"),
@@ -110,3 +112,35 @@ def test_a_long_predict_file_keeps_memory_flat_and_every_line(trained, tmp_path)
     # would take hundreds of MB more)
     print(f"peak memory: {base} MB for 4,000 lines, {peak} MB for 400,000")
     assert peak - base < 100, (base, peak)
+
+
+def test_a_binary_file_is_refused_in_one_line(trained, tmp_path, capsys):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(b"text\n" + bytes(range(256)) * 4)  # not text: a NUL byte at byte 5
+    code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(path),
+                   "--prediction_writer.output_path", str(tmp_path / "out.csv"), "--trainer.enable_progress_bar", "false")
+    assert code == 1
+    assert capsys.readouterr().err == (f"error: {path}: a binary file, not text (a NUL byte at byte 5); expected a "
+                                       ".csv, .tsv, .jsonl or .txt file (in UTF-16? set --data.loader.charset)\n")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_files_in_another_character_set_are_read_as_it_says(trained, tmp_path):
+    import warnings
+
+    from sentiment.data.sources import read_labelled
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("A superb film, caf\xe9 scenes\nawful, dull\n".encode("latin-1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is replaced: no warning
+        rows = _predict(trained, tmp_path, path, "--data.loader.charset", "latin-1")
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    labelled = tmp_path / "train.csv"
+    labelled.write_bytes("text,label\ncaf\xe9 cr\xe8me,pos\n".encode("latin-1"))
+    assert read_labelled(labelled, charset="latin-1").texts == ["caf\u00e9 cr\u00e8me"]
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes("text,label\nna\u00efve,neg\n".encode("utf-16"))  # NUL bytes, and text all the same
+    assert read_labelled(utf16, charset="utf-16").texts == ["na\u00efve"]
+    with pytest.raises(DataError, match=r"unknown character set 'klingon'"):
+        read_labelled(labelled, charset="klingon")

@@ -162,13 +162,14 @@ class UnlabelledReviews(IterableDataset):
     The texts stay raw: the model encodes them with the vocabulary it was trained with.
     """
 
-    def __init__(self, path: str | Path, batch_size: int, text_column: str = "text", id_column: str = "id") -> None:
+    def __init__(self, path: str | Path, batch_size: int, text_column: str = "text", id_column: str = "id",
+                 charset: str = "utf-8") -> None:
         self.path, self.batch_size = Path(path), batch_size
-        self.text_column, self.id_column = text_column, id_column
+        self.text_column, self.id_column, self.charset = text_column, id_column, charset
 
     def __iter__(self) -> Iterator[dict]:
         start = 0
-        for texts, ids in iter_unlabelled(self.path, self.text_column, self.id_column, self.batch_size):
+        for texts, ids in iter_unlabelled(self.path, self.text_column, self.id_column, self.batch_size, self.charset):
             batch = {"text": texts, "index": torch.arange(start, start + len(texts))}
             if ids is not None:
                 batch["id"] = [str(i) for i in ids]

@@ -67,6 +67,7 @@ class Corpus:
     unlabelled: Unlabelled = Unlabelled()
     imdb: Imdb = Imdb()
     num_proc: int | None = None
+    charset: str = "utf-8"
     labeller: Labeller | None = dataclasses.field(default=None, compare=False, repr=False)
     _found: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -115,7 +116,8 @@ class Corpus:
                             "classes in --data.label_column")
         for split in SPLITS:
             if sources[split] is not None:
-                reviews[split] = read_labelled(sources[split], self.text_column, self.label_column, self.id_column)
+                reviews[split] = read_labelled(sources[split], self.text_column, self.label_column, self.id_column,
+                                               self.charset)
         names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
         reader = LabelReader.from_training(reviews["train"].labels, enc.labels, names["train"])
         classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
@@ -166,7 +168,7 @@ class Corpus:
         key: dict[str, Any] = {
             "cache": CACHE_VERSION, "encoding": self.encoding.digest(),
             "sources": {k: source_signature(v) for k, v in sources.items() if v is not None and v.exists()},
-            "columns": [self.text_column, self.label_column],  # the labels are cached too
+            "columns": [self.text_column, self.label_column, self.charset],  # the labels are cached too
         }
         if self.encoding.bag_ngrams:
             key["bag"] = BAG_VERSION

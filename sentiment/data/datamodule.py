@@ -73,7 +73,7 @@ class SentimentDataModule(L.LightningDataModule):
         self.encoding, self.unlabelled, self.loader, self.imdb = (groups[name] for name in GROUPS)
         self.predict_file = predict_file
         self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, text_column, label_column, id_column,
-                             self.encoding, self.unlabelled, self.imdb, self.loader.num_proc)
+                             self.encoding, self.unlabelled, self.imdb, self.loader.num_proc, self.loader.charset)
         files = {k: v for k, v in given.items() if k not in GROUPS}
         # plain data, so that checkpoints load as data only; where IMDb is downloaded from, only if not the default
         self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()
@@ -184,7 +184,7 @@ class SentimentDataModule(L.LightningDataModule):
         corpus, reader = self.corpus, LabelReader(self._labels)
         path = Path(getattr(corpus, f"{split}_file") or "")
         if path != Path(""):
-            reviews = read_labelled(path, corpus.text_column, corpus.label_column, corpus.id_column)
+            reviews = read_labelled(path, corpus.text_column, corpus.label_column, corpus.id_column, corpus.charset)
         else:  # IMDb's official test split
             source = corpus.imdb_source()
             reviews = read_imdb(source, ("test",), self.encoding.target).get("test")
@@ -235,7 +235,7 @@ class SentimentDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         corpus = self.corpus
         dataset = UnlabelledReviews(self.predict_file, self.loader.predict_batch_size, corpus.text_column,
-                                    corpus.id_column)
+                                    corpus.id_column, corpus.charset)
         return DataLoader(dataset, batch_size=None, collate_fn=as_batch)  # batches as read, not visited
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

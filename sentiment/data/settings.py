@@ -131,7 +131,7 @@ class Unlabelled:
 
 @dataclass(frozen=True)
 class Loading:
-    """How reviews are prepared and served in batches; none of it changes what a model learns from.
+    """How files are read and reviews served in batches.
 
     Args:
         batch_size: reviews per training, validation and test batch.
@@ -141,6 +141,8 @@ class Loading:
         predict_batch_size: reviews per prediction batch.
         num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
         num_proc: processes used to tokenize (None: one per available core).
+        charset: the character set of your files (``utf-8``; ``latin-1``, ``cp1252``, ``utf-16``, ...); bytes that
+            are not text in it are replaced, with one warning per file.
     """
 
     batch_size: int = 64
@@ -148,6 +150,7 @@ class Loading:
     predict_batch_size: int = 4096  # read in batches of 256 on the workers, which idle only between these
     num_workers: int = 0
     num_proc: int | None = None
+    charset: str = "utf-8"
 
 
 @dataclass(frozen=True)

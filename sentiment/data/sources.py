@@ -78,16 +78,16 @@ codecs.register_error("sentiment.replace_counted", _replace_counted)
 
 
 @contextlib.contextmanager
-def _warn_on_replacements(path: Path | str) -> Iterator[None]:
-    """Warn once per file, with a count, when bytes that are not UTF-8 were replaced."""
+def _warn_on_replacements(path: Path | str, charset: str = "utf-8") -> Iterator[None]:
+    """Warn once per file, with a count, when bytes that are not text in ``charset`` were replaced."""
     before = _replaced[0]
     try:
         yield
     finally:
         n = _replaced[0] - before
         if n:
-            warnings.warn(f"{path}: {n} byte sequence(s) that are not UTF-8 were replaced with U+FFFD",
-                          DataWarning, stacklevel=3)
+            warnings.warn(f"{path}: {n} byte sequence(s) that are not {charset.upper()} were replaced with U+FFFD "
+                          "(another character set? --data.loader.charset names it)", DataWarning, stacklevel=3)
 
 
 def _decode(data: bytes) -> str:
@@ -292,7 +292,7 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-def _check_readable(path: Path) -> None:
+def _check_readable(path: Path, charset: str = "utf-8") -> None:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -301,6 +301,12 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: not readable (permission denied)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    if not charset.lower().replace("_", "-").startswith(("utf-16", "utf-32", "utf16", "utf32")):
+        with open(path, "rb") as f:
+            at = f.read(8192).find(b"\0")  # text in a one-byte or UTF-8 character set has no NUL bytes
+        if at >= 0:
+            raise DataError(f"{path}: a binary file, not text (a NUL byte at byte {at}); expected a .csv, .tsv, "
+                            ".jsonl or .txt file (in UTF-16? set --data.loader.charset)")
 
 
 # Kaggle's "IMDB Dataset.csv" names its columns review and sentiment: read where text and label are absent
@@ -343,8 +349,12 @@ def frame_file(frame: Any, name: str, folder: Path, text_column: str, label_colu
     return path
 
 
-def _open_text(path: Path):
-    return open(path, encoding="utf-8", errors="sentiment.replace_counted", newline="")
+def _open_text(path: Path, charset: str = "utf-8"):
+    try:
+        return open(path, encoding=charset, errors="sentiment.replace_counted", newline="")
+    except LookupError:
+        raise DataError(f"{path}: unknown character set {charset!r} (--data.loader.charset: utf-8, latin-1, "
+                        "cp1252, utf-16, ...)") from None
 
 
 @contextlib.contextmanager
@@ -366,8 +376,8 @@ def _read_table(f, fmt: str, **kwargs):
     return pd.read_csv(f, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, **kwargs)
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with _open_text(path) as f:
+def _iter_jsonl(path: Path, charset: str = "utf-8") -> Iterator[tuple[int, dict]]:
+    with _open_text(path, charset) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -381,16 +391,16 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  id_column: str = "id") -> Reviews:
-    """Read a labelled CSV, TSV or JSONL file."""
+                  id_column: str = "id", charset: str = "utf-8") -> Reviews:
+    """Read a labelled CSV, TSV or JSONL file, its text in ``charset``."""
     path = Path(path)
-    _check_readable(path)
+    _check_readable(path, charset)
     fmt = file_format(path)
     if fmt == "txt":
         raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV or JSONL")
-    with _warn_on_replacements(path):
+    with _warn_on_replacements(path, charset):
         if fmt == "jsonl":
-            rows = list(_iter_jsonl(path))
+            rows = list(_iter_jsonl(path, charset))
             if not rows:
                 raise DataError(f"{path}: the file is empty")
             texts, raw_labels, ids, where = [], [], [], []
@@ -405,7 +415,7 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
                 where.append(f"line {lineno}")
             id_list = ids if all(i is not None for i in ids) else None
         else:
-            with _open_text(path) as f, _table_errors(path, fmt):
+            with _open_text(path, charset) as f, _table_errors(path, fmt):
                 df = _read_table(f, fmt)
             if len(df) == 0:
                 raise DataError(f"{path}: no rows below the header")
@@ -427,17 +437,17 @@ class _RowNames:
 
 
 def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str = "id",
-                    chunk_size: int = 1024) -> Iterator[tuple[list[str], list[str] | None]]:
+                    chunk_size: int = 1024, charset: str = "utf-8") -> Iterator[tuple[list[str], list[str] | None]]:
     """Stream ``(texts, ids)`` chunks from a CSV, TSV, JSONL or plain-text file (one review per line).
 
     Memory stays flat however long the file; every row or line, empty ones included, yields one text.
     """
     path = Path(path)
-    _check_readable(path)
+    _check_readable(path, charset)
     fmt = file_format(path)
-    with _warn_on_replacements(path):
+    with _warn_on_replacements(path, charset):
         if fmt == "txt":
-            with _open_text(path) as f:
+            with _open_text(path, charset) as f:
                 chunk: list[str] = []
                 for line in f:
                     chunk.append(line.rstrip("\r\n"))
@@ -449,7 +459,7 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
         elif fmt == "jsonl":
             texts: list[str] = []
             ids: list = []
-            for _, obj in _iter_jsonl(path):
+            for _, obj in _iter_jsonl(path, charset):
                 key = _resolve_column(path, list(obj), text_column, "text")
                 texts.append(str(obj[key]))
                 ids.append(str(obj[id_column]) if id_column in obj else "")
@@ -459,7 +469,8 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
             if texts:
                 yield texts, ids
         else:
-            with _open_text(path) as f, _table_errors(path, fmt), _read_table(f, fmt, chunksize=chunk_size) as reader:
+            with _open_text(path, charset) as f, _table_errors(path, fmt), _read_table(f, fmt,
+                                                                                       chunksize=chunk_size) as reader:
                 for df in reader:
                     key = _resolve_column(path, list(df.columns), text_column, "text")
                     yield df[key].tolist(), (df[id_column].tolist() if id_column in df.columns else None)
