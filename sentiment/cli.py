@@ -142,6 +142,7 @@ class SentimentCLI(LightningCLI):
         # its data settings become the defaults that a config or the command line may still override
         self.checkpoint: dict | None = None
         self.checkpoint_path = _option_value(argv, "--ckpt_path")
+        self.model_options = [arg.split("=")[0] for arg in argv if arg.startswith("--model.")]
         if self.only_subcommand in FROM_CHECKPOINT and self.checkpoint_path not in (None, *SPECIAL_CKPT_PATHS):
             self.checkpoint = read_checkpoint(self.checkpoint_path)
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
@@ -206,6 +207,9 @@ class SentimentCLI(LightningCLI):
             return  # resuming: Lightning reads the model's settings and restores the run from the file
         if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
             self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
+        if self.model_options:  # the checkpoint's settings would win: say so rather than drop them silently
+            raise DataError(f"`sentiment {subcommand}` takes the model from its checkpoint: leave out "
+                            f"{', '.join(self.model_options)}")
         # the training data must agree only where it is read: a validation split carved from it
         reads_training = subcommand == "validate" and not config.data.val_file
         self.check_data_agrees(config.data, AGREEING_KEYS if reads_training else ("encoding",))

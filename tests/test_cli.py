@@ -195,6 +195,15 @@ def test_cli_errors_are_one_line(args, message, capsys):
     assert err == f"error: {err[len('error: '):]}" and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("subcommand", ["predict", "test"])
+def test_model_options_beside_a_checkpoint_are_refused_in_one_line(trained, tmp_path, capsys, subcommand):
+    (tmp_path / "in.txt").write_text("a fine film\n")
+    assert run_cli(subcommand, "--ckpt_path", str(trained["best"]), "--data.predict_file", str(tmp_path / "in.txt"),
+                   "--model.net.hidden_dim", "32", "--model.lr=0.1", "--trainer.default_root_dir", str(tmp_path)) == 1
+    assert capsys.readouterr().err == (f"error: `sentiment {subcommand}` takes the model from its checkpoint: leave "
+                                       "out --model.net.hidden_dim, --model.lr\n")
+
+
 def test_predict_without_input_is_a_clear_error(trained, capsys):
     assert run_cli("predict", "--ckpt_path", str(trained["best"])) == 1
     assert "needs reviews to classify: pass --data.predict_file" in capsys.readouterr().err
