@@ -289,8 +289,8 @@ class SentimentCLI(LightningCLI):
             check_self_training(config.data.unlabelled.pseudo_labels, config.trainer)
 
     def before_fit(self) -> None:
-        """With ``--self_training``, the teacher first (``sentiment.training.selftrain``): the student learns from the data
-        it labels."""
+        """With ``--self_training``, the teacher first (``sentiment.training.selftrain``): the student learns from the
+        data it labels."""
         config = self.config.fit
         if config.self_training:
             self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything)

@@ -118,7 +118,8 @@ def test_a_binary_file_is_refused_in_one_line(trained, tmp_path, capsys):
     path = tmp_path / "reviews.csv"
     path.write_bytes(b"text\n" + bytes(range(256)) * 4)  # not text: a NUL byte at byte 5
     code = run_cli("predict", "--ckpt_path", str(trained["best"]), "--data.predict_file", str(path),
-                   "--prediction_writer.output_path", str(tmp_path / "out.csv"), "--trainer.enable_progress_bar", "false")
+                   "--prediction_writer.output_path", str(tmp_path / "out.csv"),
+                   "--trainer.enable_progress_bar", "false")
     assert code == 1
     assert capsys.readouterr().err == (f"error: {path}: a binary file, not text (a NUL byte at byte 5); expected a "
                                        ".csv, .tsv, .jsonl or .txt file (in UTF-16? set --data.loader.charset)\n")

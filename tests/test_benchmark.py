@@ -17,7 +17,8 @@ def test_benchmark_quick_pass_runs_every_section(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     for row in ("tokenize + vocabulary + encode", "training throughput, default recipe",
                 "`Trainer` + SentimentClassifier", "fastText (C++, bigrams)", "`Predictor.predict`",
-                "`sentiment predict`", "start-up: `import sentiment.inference.predictor`", "`sentiment serve --api_key`",
+                "`sentiment predict`", "start-up: `import sentiment.inference.predictor`",
+                "`sentiment serve --api_key`",
                 "DDP, 2 processes", "cold `sentiment fit --config configs/imdb.yaml`", "one epoch of the original"):
         assert row in out.stdout, row
     assert not (tmp_path / "B.md").exists()  # --quick writes nothing

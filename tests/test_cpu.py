@@ -55,8 +55,9 @@ def test_bf16_mixed_asked_for_on_an_avx2_only_cpu_trains_and_predicts_in_float32
         capture_output=True, text=True, env=env, cwd=tmp_path)
     assert predict.returncode == 0, predict.stderr[-3000:]
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 3
-    code = ("from sentiment.inference.predictor import Predictor; import sys; p = Predictor.from_checkpoint(sys.argv[1], "
-            "compute='bfloat16'); print(p.compute, len(p.predict(['fun', 'dull'])))")
+    code = ("from sentiment.inference.predictor import Predictor; import sys; "
+            "p = Predictor.from_checkpoint(sys.argv[1], compute='bfloat16'); "
+            "print(p.compute, len(p.predict(['fun', 'dull'])))")
     api = subprocess.run([sys.executable, "-c", code, str(run / "checkpoints" / "best.ckpt")], capture_output=True,
                          text=True, env=env)
     assert api.returncode == 0, api.stderr[-3000:]

@@ -196,7 +196,8 @@ def bench_train(texts: list[str], labels: np.ndarray, cli: SentimentCLI, report:
             as_it_ran.close()
     report.add(f"training throughput, default recipe (plain loop, {PRECISION}, adversarial training "
                f"{adversarial:g} on one step in {cli.model.hparams.adversarial_every}); the original recipe: "
-               f"vocabulary {original_vocab - 1:,} words, batch {ORIGINAL['data']['loader']['batch_size']}, Adam, 32-true",
+               f"vocabulary {original_vocab - 1:,} words, batch {ORIGINAL['data']['loader']['batch_size']}, Adam, "
+               "32-true",
                f"{recipe.throughput:,.0f} reviews/s", ">= 3x")
     report.add("  the default model's plain step (no adversarial pass)", f"{plain.throughput:,.0f} reviews/s", "",
                f"{plain.throughput / recipe.throughput:.2f}x the recipe's step")

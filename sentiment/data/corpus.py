@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,9 @@ class Corpus:
     # --- sources ------------------------------------------------------------------------------------
 
     def sources(self, fetch: bool = True) -> dict[str, Path | None]:
-        """The files read: ``train``, ``val``, ``test`` (None where absent), ``imdb`` without a training file (downloaded
-        if ``fetch`` and absent), and ``teacher``, the checkpoint of the model that labels unlabelled reviews."""
+        """The files read: ``train``, ``val``, ``test`` (None where absent), ``imdb`` without a training file
+        (downloaded if ``fetch`` and absent), and ``teacher``, the checkpoint of the model that labels unlabelled
+        reviews."""
         files = {"train": self.train_file, "val": self.val_file, "test": self.test_file}
         sources = {k: Path(v) if v else None for k, v in files.items()}
         if sources["train"] is None:
@@ -272,6 +273,20 @@ class Corpus:
 
         bags = arrays("bag", "bag_counts") if self.encoding.bag_ngrams else None
         return EncodedReviews(*arrays("ids", "lengths", "labels"), bags=bags)
+
+    def encoded_with(self, split: str, encoder: TextEncoder, labels: Sequence[str]) -> EncodedReviews:
+        """The ``val`` or ``test`` file (without a test file, IMDb's official test split) encoded in memory with a
+        trained model's ``encoder`` and ``labels``: no training data, no cache."""
+        path = Path(getattr(self, f"{split}_file") or "")
+        if path != Path(""):
+            reviews = read_labelled(path, self.text_column, self.label_column, self.id_column, self.charset)
+        else:
+            path = self.imdb_source()
+            reviews = read_imdb(path, ("test",), self.encoding.target).get("test")
+            if reviews is None:
+                raise DataError(self.missing_split("test"))
+        classes = LabelReader(labels).read(reviews.labels, str(path), reviews.where)
+        return encode_reviews(reviews, classes, encoder, self.num_proc)
 
     def missing_split(self, split: str) -> str:
         """Why a split is missing, in one line."""

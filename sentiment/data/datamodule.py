@@ -18,12 +18,11 @@ from torch.utils.data import DataLoader
 
 from sentiment.data.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
                                 UnlabelledReviews, as_batch)
-from sentiment.data.corpus import CACHE_FOLDER, Corpus, encode_reviews
-from sentiment.data.labels import LabelReader
+from sentiment.data.corpus import CACHE_FOLDER, Corpus
 from sentiment.errors import DataError
 from sentiment.data.pseudo_labels import Labeller
 from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
-from sentiment.data.sources import frame_file, read_imdb, read_labelled
+from sentiment.data.sources import frame_file
 from sentiment.data.text import TextEncoder, Vocab
 
 
@@ -45,10 +44,10 @@ class SentimentDataModule(L.LightningDataModule):
         label_column: column holding the label: any values, words or numbers (0/1, pos/neg, positive/negative and
             true/false read as negative/positive); Kaggle's ``sentiment`` is recognised.
         id_column: optional column copied into predictions.
-        encoding: how a text becomes model input (``sentiment.data.settings.Encoding``): truncation, vocabulary, the bag
-            of n-grams, the label set, the validation split.
+        encoding: how a text becomes model input (``sentiment.data.settings.Encoding``): truncation, vocabulary,
+            the bag of n-grams, the label set, the validation split.
         unlabelled: what unlabelled reviews teach (``Unlabelled``): word vectors, pseudo labels.
-        loader: batch sizes, epoch size and worker processes (``Loading``).
+        loader: batch sizes, epoch size, worker processes and the files' character set (``Loading``).
         imdb: where IMDb is downloaded from (``Imdb``).
     """
 
@@ -174,25 +173,11 @@ class SentimentDataModule(L.LightningDataModule):
             if split in self._splits:
                 continue
             if self._read_alone(split):
-                self._splits[split] = self._encoded_alone(split)
+                self._splits[split] = self.corpus.encoded_with(split, self.text_encoder, self._labels)
                 continue
             if not (self.cache_dir / "meta.json").is_file():
                 raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
             self._splits[split] = self.corpus.load(split, self.corpus.missing_split)
-
-    def _encoded_alone(self, split: str) -> EncodedReviews:
-        corpus, reader = self.corpus, LabelReader(self._labels)
-        path = Path(getattr(corpus, f"{split}_file") or "")
-        if path != Path(""):
-            reviews = read_labelled(path, corpus.text_column, corpus.label_column, corpus.id_column, corpus.charset)
-        else:  # IMDb's official test split
-            source = corpus.imdb_source()
-            reviews = read_imdb(source, ("test",), self.encoding.target).get("test")
-            if reviews is None:
-                raise DataError(corpus.missing_split("test"))
-            path = source
-        classes = reader.read(reviews.labels, str(path), reviews.where)
-        return encode_reviews(reviews, classes, self.text_encoder, self.loader.num_proc)
 
     def dataset(self, split: str) -> EncodedReviews:
         """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""

@@ -1,8 +1,8 @@
 """Pseudo labels: IMDb's unlabelled reviews that a trained model is sure of, with its labels, to train on.
 
 The corpus appends them to its training split when ``unlabelled.pseudo_labels`` names the model, which is handed in
-as a ``Labeller`` (a ``Predictor``: ``sentiment.training.selftrain`` and the CLI build one); validation and test never see
-them. Nothing here imports inference: the data room only asks a labeller for answers.
+as a ``Labeller`` (a ``Predictor``: ``sentiment.training.selftrain`` and the CLI build one); validation and test
+never see them. Nothing here imports inference: the data room only asks a labeller for answers.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ class Unlabelled:
         pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same data)
             that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join the
             training split with its labels (never validation or test). Labelled once, cached with the encoded data.
-            ``sentiment fit --self_training true`` (``sentiment.training.selftrain``) trains that model itself, with the fit's
-            recipe.
+            ``sentiment fit --self_training true`` (``sentiment.training.selftrain``) trains that model itself, with the
+            fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
     """
 

@@ -26,7 +26,8 @@ from typing import Any, Literal, get_args
 import torch
 
 from sentiment.data.bag import word_shares
-from sentiment.inference.checkpoint import load_labels, load_network, load_temperature, load_text_encoder, read_checkpoint
+from sentiment.inference.checkpoint import (load_labels, load_network, load_temperature, load_text_encoder,
+                                            read_checkpoint)
 from sentiment.cpu import native_bfloat16, usable_bfloat16
 from sentiment.network.gate_tables import TABLES_FROM, GateTables
 from sentiment.data.labels import BINARY, numeric_values

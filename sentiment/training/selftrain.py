@@ -50,7 +50,8 @@ def check_self_training(pseudo_labels: str | None, trainer_kwargs: Mapping[str, 
     settings = {**TRAINER_DEFAULTS, **trainer_kwargs}
     if settings["num_nodes"] != 1 or str(settings["devices"]) not in ("auto", "1"):
         raise DataError("self-training trains its teacher in this process first: run it with one device on one "
-                        "node, or pass the teacher's checkpoint to a distributed fit as --data.unlabelled.pseudo_labels")
+                        "node, or pass the teacher's checkpoint to a distributed fit as "
+                        "--data.unlabelled.pseudo_labels")
 
 
 def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kwargs: Mapping[str, Any],
