@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sentiment.training.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
-from sentiment.inference.checkpoint import load_data_settings, load_encoding, load_model_settings, read_checkpoint
+from sentiment.inference.checkpoint import load_data_settings, load_model_settings, read_checkpoint
 from sentiment.training.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
 from sentiment.data.datamodule import SentimentDataModule
@@ -224,7 +224,8 @@ class SentimentCLI(LightningCLI):
         saved = load_data_settings(self.checkpoint)
         for key in keys:
             if key == "encoding":
-                differences = Encoding.from_dict(data.encoding.as_dict()).differences(load_encoding(self.checkpoint))
+                differences = Encoding.from_dict(data.encoding.as_dict()).differences(
+                    Encoding.from_dict(saved["encoding"]))
                 if differences:
                     raise DataError(f"--data.encoding differs from the checkpoint's: {'; '.join(differences)}; the "
                                     "model reads reviews as it was trained: leave --data.encoding out")

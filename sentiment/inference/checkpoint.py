@@ -133,8 +133,3 @@ def load_data_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
         settings[name] = group
     settings["encoding"] = Encoding.from_dict(settings["encoding"]).to_dict()  # what older settings meant
     return settings
-
-
-def load_encoding(checkpoint: Mapping[str, Any]) -> Encoding:
-    """How the checkpoint's model turned text into input (its data module's ``encoding``)."""
-    return Encoding.from_dict(load_data_settings(checkpoint)["encoding"])
