@@ -13,11 +13,12 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -44,6 +45,43 @@ CKPT_DATA_KEYS = (*AGREEING_KEYS, "label_column", "test_file", "val_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
 # `sentiment fit` alone, and any config, runs it unless told otherwise
 RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 3, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
+
+# What each subcommand does, whole sentences: `sentiment --help` lists them, each subcommand's --help opens with its own
+SUBCOMMANDS = {
+    "fit": "Train a model: read, tokenize and cache the data, then train, keeping the best checkpoint, TensorBoard "
+           "logs and the run's config.yaml under lightning_logs/version_N.",
+    "validate": "Score a trained model (--ckpt_path) on its validation split, carved from its training data as it "
+                "was, or on --data.val_file.",
+    "test": "Score a trained model (--ckpt_path) on labelled data it has not seen (--data.test_file), from any folder.",
+    "predict": "Classify the texts of a file (--data.predict_file) with a trained model (--ckpt_path) and write one "
+               "CSV row per line: the label and each class's probability.",
+    "serve": "Serve a trained model over HTTP: a JSON API and a web page.",
+    "export": "Write a trained model as ONNX, with its vocabulary and labels, for onnxruntime.",
+}
+USAGES = {
+    "fit": "sentiment fit [--config CONFIG.yaml ...] [--data.train_file FILE] [options]",
+    "validate": "sentiment validate --ckpt_path CKPT [--data.val_file FILE] [options]",
+    "test": "sentiment test --ckpt_path CKPT --data.test_file FILE [options]",
+    "predict": "sentiment predict --ckpt_path CKPT --data.predict_file FILE [--prediction_writer.output_path CSV] "
+               "[options]",
+}
+# Options a subcommand accepts (they are Lightning's or the data module's) but does not use: its --help leaves them
+# out. The model of validate, test and predict comes from the checkpoint (--model.* is refused), and they optimize
+# nothing.
+TRAINING_ONLY = ("optimizer", "lr_scheduler", *(f"trainer.{name}" for name in (
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "overfit_batches",
+    "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
+    "enable_checkpointing", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+    "detect_anomaly", "reload_dataloaders_every_n_epochs", "enable_autolog_hparams")))
+UNUSED_IN_HELP = {
+    "validate": ("model", *TRAINING_ONLY, "trainer.limit_test_batches", "trainer.limit_predict_batches",
+                 "data.unlabelled", "data.predict_file"),
+    "test": ("model", *TRAINING_ONLY, "trainer.limit_val_batches", "trainer.limit_predict_batches",
+             "data.unlabelled", "data.predict_file"),
+    "predict": ("model", *TRAINING_ONLY, "trainer.limit_val_batches", "trainer.limit_test_batches",
+                "data.unlabelled", "data.imdb", "data.encoding", "data.train_file", "data.val_file", "data.test_file",
+                "data.label_column", "data.loader.batch_size", "data.loader.min_epoch_size", "data.loader.num_proc"),
+}
 
 
 def _quiet_lightning() -> None:
@@ -122,6 +160,47 @@ def check_writable(folder: Path, what: str) -> None:
         raise DataError(f"{folder}: cannot write {what} there ({e.strerror or e})") from None
 
 
+class SubcommandHelp(DefaultHelpFormatter):
+    """Help that leaves out the options its subcommand does not use (``UNUSED_IN_HELP``), with the heading and
+    description of a group left empty; the model's group says where the model comes from."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(prog, *args, **kwargs)
+        self.unused = UNUSED_IN_HELP.get(prog.rsplit(" ", 1)[-1], ())  # `sentiment [options] predict`
+        self.depth = 0  # inside a group's section: its description waits for its options
+        self.description: str | None = None
+
+    def is_unused(self, action: Any) -> bool:
+        return any(action.dest == name or action.dest.startswith(name + ".") for name in self.unused)
+
+    def start_section(self, heading: str | None) -> None:
+        # a heading is the first line of a docstring: where it holds more than a sentence, the first one (Lightning's
+        # `Trainer.test` would end "It's separated from fit to make sure you never run on your")
+        if heading and ". " in heading:
+            heading = heading.split(". ", 1)[0]
+        super().start_section(heading)
+        self.depth += 1
+
+    def end_section(self) -> None:
+        super().end_section()
+        self.depth -= 1
+
+    def add_text(self, text: str | None) -> None:
+        if self.depth:
+            self.description = text
+        else:
+            super().add_text(text)
+
+    def add_arguments(self, actions: Any) -> None:
+        shown = [action for action in actions if not self.is_unused(action)]
+        if shown:
+            super().add_text(self.description)
+        elif actions and actions[0].dest == "model" and "model" in self.unused:
+            super().add_text("The model comes from --ckpt_path, as it was trained.")
+        self.description = None
+        super().add_arguments(shown)
+
+
 class SentimentCLI(LightningCLI):
     """``LightningCLI`` with the data module's vocabulary linked into the model, checkpoints by ``val/acc``,
     TensorBoard logging and a CSV prediction writer.
@@ -147,7 +226,10 @@ class SentimentCLI(LightningCLI):
             self.checkpoint = read_checkpoint(self.checkpoint_path)
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         for name in self.subcommands():  # add_arguments_to_parser knows each subcommand's parser by its name
-            parser_kwargs[name] = {**parser_kwargs.get(name, {}), "prog": f"sentiment {name}"}
+            parser_kwargs[name] = {"description": SUBCOMMANDS[name], "usage": USAGES[name],
+                                   **parser_kwargs.get(name, {}), "prog": f"sentiment {name}"}
+        # a subcommand's parser formats its help with the main parser's formatter, which knows it by its name
+        parser_kwargs.setdefault("formatter_class", SubcommandHelp)
         super().__init__(*args, parser_kwargs=parser_kwargs, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
@@ -315,17 +397,34 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SentimentCLI:
         trainer_defaults={**RECIPE_TRAINER, "precision": default_precision()},
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Train, evaluate and run a compact LSTM sentiment classifier on CPUs. "
-                                      "`sentiment serve --help`: an HTTP API and web page for a checkpoint; "
-                                      "`sentiment export --help`: a checkpoint as an ONNX model."},
+        parser_kwargs={"description": OVERVIEW},
         args=args,
         run=run,
     )
 
 
+OVERVIEW = "Train, evaluate, run and serve a compact LSTM text classifier on CPUs."
+
+
+def overview() -> str:
+    """``sentiment --help``: every subcommand, Lightning's four and ours, each said whole."""
+    lines = [f"usage: sentiment {{{','.join(SUBCOMMANDS)}}} [options]", "", OVERVIEW, "", "subcommands:"]
+    for name, description in SUBCOMMANDS.items():
+        lines += textwrap.wrap(description, 100, initial_indent=f"  {name:<10}", subsequent_indent=" " * 12)
+    lines += ["", "`sentiment SUBCOMMAND --help` lists a subcommand's options;",
+              "`sentiment SUBCOMMAND --print_config` shows its whole configuration.", "",
+              "examples:", "  sentiment fit --config configs/imdb.yaml",
+              "  sentiment predict --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt "
+              "--data.predict_file reviews.txt"]
+    return "\n".join(lines) + "\n"
+
+
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview(), end="", file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
     configure_cpu()
     try:
         if argv[:1] and argv[0] in AFTER_TRAINING:  # not Trainer methods, so not LightningCLI subcommands

@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import re
 import os
 import socket
 import subprocess
@@ -327,14 +328,47 @@ def test_python_m_sentiment_and_the_console_command_show_help():
         assert "--data.encoding.truncation" in out and "--model.net.pooling" in out and "head_tail" in out
 
 
-def test_top_level_help_lists_every_subcommand(capsys):
-    # a command naming its subcommand builds only that parser; the top level must still offer all of them
+def test_top_level_help_lists_every_subcommand_in_whole_sentences(capsys):
+    # a command naming its subcommand builds only that parser; the top level must still offer all of them, with
+    # serve and export, which are not Trainer methods
     with pytest.raises(SystemExit) as exit_:
         cli_main(["--help"])
     assert exit_.value.code == 0
-    listed = capsys.readouterr().out.split("Available subcommands:", 1)[1]
-    for subcommand in ("fit", "validate", "test", "predict"):
-        assert f"    {subcommand} " in listed
+    listed = capsys.readouterr().out.split("subcommands:", 1)[1].split("\n\n", 1)[0]
+    described = re.findall(r"^  (\w+) +(.*?)(?=^  \w|\Z)", listed, flags=re.M | re.S)
+    assert [name for name, _ in described] == ["fit", "validate", "test", "predict", "serve", "export"]
+    for name, description in described:
+        assert description.strip().endswith("."), (name, description)  # not cut mid-sentence
+
+
+def test_a_subcommands_help_lists_what_it_uses_and_errors_come_first(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["predict", "--help"])
+    help_ = capsys.readouterr().out
+    for used in ("--ckpt_path", "--data.predict_file", "--prediction_writer.output_path", "--data.loader.charset",
+                 "--trainer.precision"):
+        assert f"  {used} " in help_, used
+    for unused in ("--model.net.hidden_dim", "--model.lr", "--optimizer", "--lr_scheduler", "--trainer.max_epochs",
+                   "--data.train_file", "--data.encoding.max_length", "--data.unlabelled.word_vectors"):
+        assert unused not in help_, unused
+    assert "The model comes from --ckpt_path" in help_
+    headings = [line for line in help_.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert "Run inference on your data:" in headings  # Lightning's docstring, to its first sentence's end
+    assert len(help_.splitlines()) < 400
+    with pytest.raises(SystemExit):
+        cli_main(["test", "--help"])
+    help_ = capsys.readouterr().out
+    assert "Score a trained model" in help_ and "--data.test_file" in help_ and "--model.net.pooling" not in help_
+    assert "Perform one evaluation epoch over the test set:" in help_
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    help_ = capsys.readouterr().out  # fit keeps every option of the model and the Trainer
+    assert "--model.net.pooling" in help_ and "--trainer.max_epochs" in help_ and "--optimizer" in help_
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["predict", "--no_such_option", "1"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) <= 4 and "unrecognized arguments: --no_such_option" in error[-1]
 
 
 class _Heard(logging.Handler):

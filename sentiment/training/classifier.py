@@ -47,8 +47,10 @@ ClassWeights = Literal["none", "balanced"]
 
 
 class SentimentClassifier(L.LightningModule):
-    """Sentiment classifier over token ids for any label set, logging accuracy, F1, precision, recall, AUROC and
-    the calibration error (and, for numeric labels such as star ratings, the mean absolute error).
+    """The model: a sentiment classifier over token ids for any label set, trained with its loss and metrics.
+
+    It logs accuracy, F1, precision, recall, AUROC and the calibration error (and, for numeric labels such as star
+    ratings, the mean absolute error).
 
     The defaults are the recipe we recommend (``configs/imdb.yaml``): ``SentimentClassifier(vocab_size=...)``
     is the good model. The network's settings are one ``NetConfig`` (``net={"hidden_dim": 128}``;
