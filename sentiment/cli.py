@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -30,7 +32,7 @@ from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
 from sentiment.data.datamodule import SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.training.selftrain import check_self_training, self_train
-from sentiment.data.settings import Encoding
+from sentiment.data.settings import READING_SETTINGS, SPLIT_SETTINGS, Encoding, plain
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 FROM_CHECKPOINT = ("validate", "test", "predict")  # subcommands that evaluate or run a trained model
@@ -119,19 +121,8 @@ def prepared(data: SentimentDataModule) -> SentimentDataModule:
     return data
 
 
-def prepared_vocab_size(data: SentimentDataModule) -> int:
-    """The vocabulary size the model is built for."""
-    return prepared(data).vocab_size
-
-
-def prepared_labels(data: SentimentDataModule) -> list[str]:
-    """The classes the model is built for, as ``prepare_data()`` found them."""
-    return prepared(data).label_names
-
-
-def prepared_bag_size(data: SentimentDataModule) -> int:
-    """The n-grams of the bag the model is built for (0: none), as ``prepare_data()`` counted them."""
-    return prepared(data).bag_size
+# What the model is built for, linked from the data module by `fit`: the model's argument and the data's property
+LINKED = {"vocab_size": "vocab_size", "classes": "label_names", "bag_size": "bag_size"}
 
 
 def _option_value(argv: list[str], option: str) -> str | None:
@@ -255,10 +246,16 @@ class SentimentCLI(LightningCLI):
                                      "teacher on the labelled reviews alone (cached under data_dir: later fits "
                                      "reuse it); the unlabelled reviews it labels with at least "
                                      "--data.unlabelled.pseudo_confidence then join this fit's training split.")
+            parser.add_argument("--init_from", type=str | None, default=None,
+                                help="Train further from a trained model (a checkpoint of `sentiment fit`): start from "
+                                     "its weights, vocabulary, bag of n-grams, label set and network, and train on "
+                                     "this fit's data, read as the model reads (words it does not know are unknown "
+                                     "words; a label outside its set is refused). The training settings (--model.lr, "
+                                     "the schedule, --trainer.max_epochs) and the validation split are this fit's.")
             # Other subcommands read the model's size from the checkpoint instead.
-            parser.link_arguments("data", "model.vocab_size", compute_fn=prepared_vocab_size, apply_on="instantiate")
-            parser.link_arguments("data", "model.classes", compute_fn=prepared_labels, apply_on="instantiate")
-            parser.link_arguments("data", "model.bag_size", compute_fn=prepared_bag_size, apply_on="instantiate")
+            for fact in LINKED:
+                parser.link_arguments("data", f"model.{fact}", compute_fn=functools.partial(self.linked, fact),
+                                      apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
             parser.set_defaults({"trainer.logger": False})  # predicting logs nothing
@@ -286,6 +283,8 @@ class SentimentCLI(LightningCLI):
                 self.resume_last()
             elif ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
                 read_checkpoint(ckpt_path)  # a bad file is a one-line error before Lightning reads it
+            if config.init_from:
+                self.start_from(parser, config.init_from)
             return  # resuming: Lightning reads the model's settings and restores the run from the file
         if self.checkpoint is None or ckpt_path != self.checkpoint_path:  # named in a config file, say
             self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
@@ -300,6 +299,37 @@ class SentimentCLI(LightningCLI):
         settings = load_model_settings(self.checkpoint, self.checkpoint_path)
         self.config = parser.parse_object({subcommand: {"model": settings}}, self.config)
         self.config[subcommand].ckpt_path = None
+
+    def linked(self, fact: str, data: SentimentDataModule) -> Any:
+        """What the model is built for (``LINKED``): the data's, as ``prepare_data()`` finds them, or with
+        ``--init_from``, the trained model's."""
+        if self.checkpoint is not None:
+            return load_model_settings(self.checkpoint, self.checkpoint_path)[fact]
+        return getattr(prepared(data), LINKED[fact])
+
+    def start_from(self, parser: LightningArgumentParser, path: str) -> None:
+        """``fit --init_from``: the network's settings and the encoding are the checkpoint's, but for the validation
+        split's; options that say otherwise are refused in one line."""
+        config = self.config.fit
+        self.checkpoint, self.checkpoint_path = read_checkpoint(path), path
+        net_options = [option for option in self.model_options if option.startswith("--model.net")]
+        if net_options:
+            raise DataError(f"--init_from {path}: the network is the checkpoint's; leave out {', '.join(net_options)}")
+        if config.self_training or config.data.unlabelled.pseudo_labels:
+            raise DataError(f"--init_from {path}: a fit from a trained model learns from labelled data only; leave out "
+                            "--self_training and --data.unlabelled.pseudo_labels")
+        saved = Encoding.from_dict(load_data_settings(self.checkpoint)["encoding"])
+        given = Encoding.from_dict(config.data.encoding.as_dict())
+        # a reading setting left at its default is the checkpoint's; one given otherwise would not be honoured
+        refused = given.differences(saved, [name for name in READING_SETTINGS
+                                            if getattr(given, name) != getattr(Encoding(), name)])
+        if refused:
+            raise DataError(f"--init_from {path}: the model reads text as it was trained: "
+                            f"{'; '.join(refused)}; leave these --data.encoding settings out")
+        encoding = dataclasses.replace(saved, **{name: getattr(given, name) for name in SPLIT_SETTINGS})
+        net = load_model_settings(self.checkpoint, path)["net"]
+        self.config = parser.parse_object({"fit": {"model": {"net": net}, "data": {"encoding": plain(encoding)}}},
+                                          self.config)
 
     def check_data_agrees(self, data: Namespace, keys: tuple[str, ...]) -> None:
         """Refuse, in one line, data that would be read otherwise than the checkpoint's model was trained on."""
@@ -317,21 +347,22 @@ class SentimentCLI(LightningCLI):
 
     def load_weights(self) -> None:
         """The weights, text encoder and temperature of the checkpoint already read; the Trainer need not read it
-        again."""
+        again. New data is read as the model reads."""
         self.model.load_state_dict(self.checkpoint["state_dict"])
         self.model.on_load_checkpoint(self.checkpoint)
-        self.config_init[self.subcommand].ckpt_path = None
+        self.datamodule.read_as(self.model.text_encoder, self.model.labels)
 
     def before_validate(self) -> None:
-        self.load_weights()
-        self.datamodule.read_as(self.model.text_encoder, self.model.labels)  # new files need no training data
+        self.load_weights()  # new files need no training data
+        self.config_init.validate.ckpt_path = None
 
     def before_test(self) -> None:
         self.load_weights()
-        self.datamodule.read_as(self.model.text_encoder, self.model.labels)
+        self.config_init.test.ckpt_path = None
 
     def before_predict(self) -> None:
         self.load_weights()
+        self.config_init.predict.ckpt_path = None
         # predictions go to the CSV writer as they are made; keeping them all would grow memory
         self.config_init.predict.return_predictions = False
 
@@ -375,6 +406,8 @@ class SentimentCLI(LightningCLI):
         """With ``--self_training``, the teacher first (``sentiment.training.selftrain``): the student learns from the
         data it labels."""
         config = self.config.fit
+        if config.init_from:  # a resumed run (--ckpt_path) then restores its own weights over these
+            self.load_weights()
         if config.self_training:
             self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything)
 

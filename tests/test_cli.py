@@ -575,3 +575,87 @@ def test_a_checkpoint_tests_a_new_file_from_any_folder_without_its_training_data
         (flipped,) = [e.value for e in _events(root / "lightning_logs" / "version_0").Scalars("test/acc")]
         assert at_home > 0.8 and flipped == pytest.approx(1 - at_home, abs=1e-6)  # the same reviews, read alike
     assert not list(elsewhere.glob("data/*"))  # nothing was cached or downloaded for it
+
+
+def _flipped(n: int, seed: int, extra: str = "") -> list[tuple[str, str]]:
+    """Reviews whose labels say the opposite of their words: data of another kind, which a model must learn."""
+    return [(f"{text} {extra}".strip(), "negative" if y else "positive") for text, y in make_reviews(n, seed=seed)]
+
+
+def test_fit_init_from_trains_a_model_further_on_new_data(trained, tmp_path):
+    # starts from the checkpoint's weights, vocabulary, bag and label set, and learns the new data's meaning
+    train = write_csv(tmp_path / "new.csv", _flipped(300, seed=11, extra="zzznewword"))
+    test = write_csv(tmp_path / "new_test.csv", _flipped(80, seed=12))
+    before = Predictor.from_checkpoint(trained["best"])
+    assert run_cli("fit", "--init_from", str(trained["best"]), "--data.train_file", str(train),
+                   "--data.test_file", str(test), "--data.data_dir", str(tmp_path / "data"),
+                   "--data.loader.min_epoch_size", "0", "--model.lr", "0.01", "--model.adversarial", "0",
+                   "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(tmp_path),
+                   "--trainer.enable_progress_bar", "false") == 0
+    best = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    after = Predictor.from_checkpoint(best)
+    assert after.encoder.vocab == before.encoder.vocab  # the new word got no id of its own: it reads as unknown
+    assert "zzznewword" not in after.encoder.vocab.stoi and after.labels == before.labels
+    assert after.net.config == before.net.config
+    assert not list((tmp_path / "data").glob(".sentiment_cache/*"))  # read as the model reads: no cache of its own
+    texts, labels = zip(*_flipped(80, seed=12))
+    right = lambda predictor: sum(a["label"] == y for a, y in zip(predictor.predict(list(texts)), labels)) / 80
+    assert right(before) < 0.2 and right(after) > 0.8
+    # `sentiment test` of the new model reads its test file as it was trained
+    assert run_cli("test", "--ckpt_path", str(best), "--trainer.default_root_dir", str(tmp_path / "t")) == 0
+    (acc,) = [e.value for e in _events(tmp_path / "t" / "lightning_logs" / "version_0").Scalars("test/acc")]
+    assert acc == pytest.approx(right(after), abs=1e-6)
+
+
+def test_init_from_starts_from_the_checkpoints_weights_in_python(trained, tmp_path):
+    import lightning as L
+
+    from sentiment.data.datamodule import SentimentDataModule
+
+    model = SentimentClassifier.load_from_checkpoint(trained["best"])
+    start = {k: v.clone() for k, v in model.net.state_dict().items()}
+    data = SentimentDataModule(train_file=str(write_csv(tmp_path / "new.csv", _flipped(100, seed=3))),
+                               data_dir=str(tmp_path / "data"), loader={"min_epoch_size": 0})
+    data.read_as(model.text_encoder, model.labels)
+    model.hparams.lr = 1e-12  # one step that changes nothing: what training starts from is the checkpoint's
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=data)
+    for key, value in model.net.state_dict().items():
+        torch.testing.assert_close(value, start[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_init_from_refuses_a_label_outside_the_models_set_and_a_different_network(trained, tmp_path, capsys):
+    rows = _flipped(40, seed=4)
+    rows[7] = ("a mixed bag of a film", "mixed")
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    common = ["--init_from", str(trained["best"]), "--data.data_dir", str(tmp_path / "data"),
+              "--trainer.default_root_dir", str(tmp_path)]
+    assert run_cli("fit", "--data.train_file", str(bad), *common) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {bad}: row 8: label 'mixed' is not one of the labels negative, positive")
+    assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))
+    good = write_csv(tmp_path / "good.csv", _flipped(40, seed=4))
+    assert run_cli("fit", "--data.train_file", str(good), "--model.net.hidden_dim", "32", *common) == 1
+    assert "the network is the checkpoint's; leave out --model.net.hidden_dim" in capsys.readouterr().err
+    assert run_cli("fit", "--data.train_file", str(good), "--data.encoding.max_length", "7", *common) == 1
+    assert "max_length 7 (the checkpoint's: 128)" in capsys.readouterr().err
+
+
+def test_an_imdb_model_tests_a_new_file_without_imdb_at_hand(tmp_path, monkeypatch):
+    # trained on IMDb's archive; scoring it on a file elsewhere needs neither the archive nor a download
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    build_imdb_archive(data_dir / "aclImdb_v1.tar.gz", n_train=200, n_test=10)
+    assert run_cli("fit", "--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1",
+                   "--data.loader.min_epoch_size", "0", "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8",
+                   "--model.adversarial", "0", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+                   str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
+    best = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    write_csv(elsewhere / "new.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(40, seed=3)])
+    assert run_cli("test", "--ckpt_path", str(best), "--data.test_file", "new.csv", "--data.data_dir", "nothing",
+                   "--data.imdb.url", "http://127.0.0.1:9/none.tar.gz", "--trainer.enable_progress_bar", "false") == 0
+    assert not (elsewhere / "nothing").exists() or not list((elsewhere / "nothing").iterdir())
+

@@ -203,3 +203,66 @@ def test_a_plain_loader_of_texts_predicts(trained, tmp_path):
     expected = model.predictor(compute="float32").predict(REVIEWS)  # the Trainer's precision: 32-true
     assert [a["label"] for a in answers] == [a["label"] for a in expected]
     assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in expected], abs=1e-5)
+
+
+def test_a_compiled_model_trains_the_default_recipe_and_its_checkpoint_reads_as_always(tmp_path):
+    # torch.compile(model), as Lightning documents it: the network compiles; metrics, logging and the adversarial
+    # step (whose kept gradient PyTorch's compiled backward cannot keep) run as written
+    import lightning as L
+    from conftest import make_reviews, write_csv
+
+    from sentiment.data.datamodule import SentimentDataModule
+    from sentiment.errors import DataError
+
+    train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(200)])
+    dm = SentimentDataModule(train_file=str(train), data_dir=str(tmp_path / "data"), encoding={"min_freq": 1},
+                             loader={"min_epoch_size": 0, "batch_size": 32})
+    dm.prepare_data()
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 16})
+    assert model.hparams.adversarial > 0 and model.hparams.adversarial_every == 2  # the default recipe
+    trainer = L.Trainer(max_steps=4, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, precision="32-true")
+    trainer.fit(torch.compile(model), datamodule=dm)
+    assert trainer.global_step == 4 and "train/adversarial_loss" in trainer.callback_metrics
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    expected = model.predictor(compute="float32").predict(REVIEWS)
+    read = Predictor.from_checkpoint(tmp_path / "compiled.ckpt", compute="float32").predict(REVIEWS)
+    assert [a["score"] for a in read] == pytest.approx([a["score"] for a in expected], abs=1e-5)
+    model.net = torch.compile(model.net)  # a wrapper that renames every weight in checkpoints: refused in one line
+    with pytest.raises(DataError, match=r"compile it in place \(model.net.compile\(\)\)"):
+        L.Trainer(max_steps=1, logger=False, enable_progress_bar=False).fit(model, datamodule=dm)
+
+
+def test_the_learning_rate_finder_suggests_a_usable_rate_for_the_default_recipe(tmp_path):
+    # the adversarial loss on every other step must not make the finder's curve jagged: the value Lightning reads
+    # from each step is the clean loss, and training still follows the gradient of both losses
+    import lightning as L
+    from conftest import make_reviews, write_csv
+    from lightning.pytorch.tuner import Tuner
+
+    from sentiment.data.datamodule import SentimentDataModule
+    from sentiment.network.model import adversarial_losses
+
+    train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(400)])
+    dm = SentimentDataModule(train_file=str(train), data_dir=str(tmp_path / "data"), encoding={"min_freq": 1},
+                             loader={"min_epoch_size": 3200, "batch_size": 32})
+    dm.prepare_data()
+    torch.manual_seed(0)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 16})
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, precision="32-true", gradient_clip_val=1.0)
+    Tuner(trainer).lr_find(model, datamodule=dm)
+    assert 1e-5 <= model.hparams.lr <= 3e-2  # the old curve gave 8e-8 here; the recipe's own rate is 4e-3
+
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 16})
+    torch.manual_seed(1)  # the same dropout in both
+    returned = model.training_step(batch, 0)  # step 0: an adversarial step
+    torch.manual_seed(1)
+    clean, shifted, _ = adversarial_losses(model.net, batch["input_ids"], batch["lengths"], batch["labels"],
+                                           model.hparams.adversarial, 0.0, None, batch.get("bag_ids"))
+    assert returned.item() == pytest.approx(clean.item(), abs=1e-6)
+    got = torch.autograd.grad(returned, model.net.embedding.weight)[0]
+    want = torch.autograd.grad(clean + shifted, model.net.embedding.weight)[0]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

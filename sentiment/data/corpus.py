@@ -92,6 +92,12 @@ class Corpus:
             sources["teacher"] = Path(self.unlabelled.pseudo_labels)
         return sources
 
+    def reads_imdb(self, splits: Sequence[str]) -> bool:
+        """Whether reading ``splits`` reads IMDb: the training split and one carved from it without a training file,
+        the test split without a test file."""
+        files = {"train": self.train_file, "val": self.val_file or self.train_file, "test": self.test_file}
+        return any(not files[split] for split in splits)
+
     def imdb_source(self, fetch: bool = True) -> Path | None:
         source = find_imdb(self.data_dir)
         if source is None and fetch:
@@ -274,19 +280,38 @@ class Corpus:
         bags = arrays("bag", "bag_counts") if self.encoding.bag_ngrams else None
         return EncodedReviews(*arrays("ids", "lengths", "labels"), bags=bags)
 
-    def encoded_with(self, split: str, encoder: TextEncoder, labels: Sequence[str]) -> EncodedReviews:
-        """The ``val`` or ``test`` file (without a test file, IMDb's official test split) encoded in memory with a
-        trained model's ``encoder`` and ``labels``: no training data, no cache."""
-        path = Path(getattr(self, f"{split}_file") or "")
-        if path != Path(""):
-            reviews = read_labelled(path, self.text_column, self.label_column, self.id_column, self.charset)
-        else:
-            path = self.imdb_source()
-            reviews = read_imdb(path, ("test",), self.encoding.target).get("test")
-            if reviews is None:
-                raise DataError(self.missing_split("test"))
-        classes = LabelReader(labels).read(reviews.labels, str(path), reviews.where)
-        return encode_reviews(reviews, classes, encoder, self.num_proc)
+    def encoded_with(self, splits: Sequence[str], encoder: TextEncoder, labels: Sequence[str]
+                     ) -> dict[str, EncodedReviews]:
+        """The ``splits`` encoded in memory as a trained model reads, with its ``encoder`` and ``labels`` (a label
+        outside them is a one-line error): no cache, no vocabulary of their own, words the model does not know read
+        as unknown. Validation and test come from their files (IMDb's official test split without a test file);
+        the training split, and a validation split carved from it, from the training data, split as ``prepare()``
+        splits it."""
+        out, labels = {}, tuple(labels)
+        # a test file, and a validation file evaluated alone, need no training data
+        apart = [s for s in splits if s == "test" or (s == "val" and self.val_file and "train" not in splits)]
+        for split in apart:
+            path = Path(getattr(self, f"{split}_file") or "")
+            if path != Path(""):
+                reviews = read_labelled(path, self.text_column, self.label_column, self.id_column, self.charset)
+            else:
+                path = self.imdb_source()
+                reviews = read_imdb(path, ("test",), self.encoding.target).get("test")
+                if reviews is None:
+                    raise DataError(self.missing_split("test"))
+            classes = LabelReader(labels).read(reviews.labels, str(path), reviews.where)
+            out[split] = encode_reviews(reviews, classes, encoder, self.num_proc)
+        rest = [s for s in splits if s not in apart]
+        if rest:
+            fixed = self.replace(encoding=dataclasses.replace(self.encoding, labels=labels)).labelled()
+            sources = fixed.sources()
+            sources["test"] = None  # read apart, if at all
+            reviews, classes, _ = fixed.read_splits(sources, pseudo_labelled=False)
+            for split in rest:
+                if split not in reviews:
+                    raise DataError(self.missing_split(split))
+                out[split] = encode_reviews(reviews[split], classes[split], encoder, self.num_proc)
+        return out
 
     def missing_split(self, split: str) -> str:
         """Why a split is missing, in one line."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
@@ -24,6 +25,8 @@ from sentiment.data.pseudo_labels import Labeller
 from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
 from sentiment.data.sources import frame_file
 from sentiment.data.text import TextEncoder, Vocab
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}  # the splits each stage reads
 
 
 class SentimentDataModule(L.LightningDataModule):
@@ -130,35 +133,57 @@ class SentimentDataModule(L.LightningDataModule):
     pad_id = property(lambda self: Vocab.pad_id)
     # the classes in order, and training reviews per class, as prepare_data() found them (or encoding.labels gave)
     label_names = property(lambda self: list(self._labels or self.corpus.meta()["labels"]))
-    class_counts = property(lambda self: list(self.corpus.meta()["class_counts"]))
     bag_size = property(lambda self: len(self.text_encoder.ngrams or ()))  # n-grams the bag knows; 0: no bag
-    bag_ratios = property(lambda self: self.corpus.bag_ratios)  # each n-gram's naive-Bayes log-count ratio
-    embedding_vectors = property(lambda self: self.corpus.embedding_vectors)  # unlabelled.word_vectors' vectors
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training reviews per class."""
+        if self._labels is not None:
+            return np.bincount(self.dataset("train").labels, minlength=len(self._labels)).tolist()
+        return list(self.corpus.meta()["class_counts"])
+
+    @property
+    def bag_ratios(self) -> np.ndarray | None:
+        """Each n-gram's naive-Bayes log-count ratio on the training split, which scales the bag's weights of a new
+        model; None without a bag, or when the data is read as a trained model reads (its bag keeps its own)."""
+        return self.corpus.bag_ratios if self._labels is None else None
+
+    @property
+    def embedding_vectors(self) -> np.ndarray | None:
+        """``unlabelled.word_vectors``' vectors, a new model's first embedding; None without them, or when the data
+        is read as a trained model reads."""
+        return self.corpus.embedding_vectors if self._labels is None else None
+
     cache_dir = property(lambda self: self.corpus.cache_dir)
 
     # --- Lightning hooks: write the cache, load its splits ----------------------------------------
 
     def read_as(self, encoder: TextEncoder, labels: Sequence[str]) -> SentimentDataModule:
-        """Evaluate as a trained model reads: validation and test files (and IMDb's test split) are encoded with its
-        ``encoder`` and ``labels``, so they need neither the training data nor its cache (`sentiment validate` and
-        `test` do this with the checkpoint's). A validation split carved from the training data is still read from
-        it. Returns this data module."""
-        self._encoder, self._labels = encoder, tuple(labels)
-        return self
+        """Read every split as a trained model reads: with its ``encoder`` (vocabulary, truncation, n-gram table) and
+        its ``labels``, in memory, without a vocabulary or cache of this data's own; words it does not know are
+        unknown words, and a label outside ``labels`` is a one-line error. What evaluating a model on new data
+        needs (`sentiment validate` and `test` do this with the checkpoint's), and what training one further on
+        new data needs (`sentiment fit --init_from`)::
 
-    def _read_alone(self, split: str) -> bool:
-        """Whether ``split`` is read with a trained model's encoder alone (``read_as``), not from the cache."""
-        if self._labels is None:
-            return False
-        return split == "test" or (split == "val" and self.corpus.val_file is not None)
+            model = SentimentClassifier.load_from_checkpoint("best.ckpt")
+            data = SentimentDataModule(train_file="mine.csv").read_as(model.text_encoder, model.labels)
+            L.Trainer(max_epochs=3).fit(model, datamodule=data)
+
+        Returns this data module."""
+        self._encoder, self._labels = encoder, tuple(labels)
+        self._splits.clear()
+        return self
 
     def prepare_data(self) -> None:
         """Download IMDb if needed and write the encoded cache. Sets no state (it runs on one process)."""
         trainer = self.trainer
         if trainer is not None and trainer.state.fn == "predict":
             return  # predicting reads only predict_file, never training data
-        if trainer is not None and self._read_alone({"validate": "val", "test": "test"}.get(trainer.state.fn, "")):
-            return  # a trained model's encoder reads its files: no training data, no cache
+        if self._labels is not None:  # read as a trained model reads: no cache; IMDb downloaded if it is read
+            stage = trainer.state.fn if trainer is not None else "fit"
+            if self.corpus.reads_imdb(STAGE_SPLITS.get(stage, ())):
+                self.corpus.imdb_source()
+            return
         # the random state is left as found (a labelling model's initial weights draw from it): a fit is the same
         # whether it wrote its cache or found it
         with isolate_rng():
@@ -169,12 +194,11 @@ class SentimentDataModule(L.LightningDataModule):
             if self.predict_file is None:
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
-        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]:
-            if split in self._splits:
-                continue
-            if self._read_alone(split):
-                self._splits[split] = self.corpus.encoded_with(split, self.text_encoder, self._labels)
-                continue
+        wanted = [s for s in STAGE_SPLITS[stage] if s not in self._splits]
+        if wanted and self._labels is not None:
+            self._splits.update(self.corpus.encoded_with(wanted, self.text_encoder, self._labels))
+            return
+        for split in wanted:
             if not (self.cache_dir / "meta.json").is_file():
                 raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
             self._splits[split] = self.corpus.load(split, self.corpus.missing_split)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +92,17 @@ class Encoding:
         files are keyed by."""
         return settings_digest({**self.to_dict(), "tokenizer_version": TOKENIZER_VERSION})
 
-    def differences(self, other: Encoding) -> list[str]:
-        """The settings that differ from ``other``'s, as ``name value (other's value)``."""
-        return [f"{f.name} {getattr(self, f.name)} (the checkpoint's: {getattr(other, f.name)})"
-                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+    def differences(self, other: Encoding, names: Sequence[str] | None = None) -> list[str]:
+        """The settings (of ``names``; default: all) that differ from ``other``'s, as ``name value (other's
+        value)``."""
+        names = [f.name for f in dataclasses.fields(self)] if names is None else names
+        return [f"{name} {getattr(self, name)} (the checkpoint's: {getattr(other, name)})"
+                for name in names if getattr(self, name) != getattr(other, name)]
 
+
+# How the validation split is carved, and the rest: how a text is read (a trained model's, whatever data it reads)
+SPLIT_SETTINGS = ("val_fraction", "seed", "val_by_movie")
+READING_SETTINGS = tuple(f.name for f in dataclasses.fields(Encoding) if f.name not in SPLIT_SETTINGS)
 
 # What a setting meant in checkpoints written before it existed
 BEFORE_SETTING = {"val_by_movie": False, "bag_ngrams": 0}

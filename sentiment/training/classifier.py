@@ -145,31 +145,50 @@ class SentimentClassifier(L.LightningModule):
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         labels = batch["labels"]
-        n = labels.numel()
         train = stage == "train"
         smoothing = self.hparams.label_smoothing if train else 0.0
         weight = self.class_weight if train else None
+        adversarial_loss = None
         if train and self.hparams.adversarial > 0 and self.global_step % self.hparams.adversarial_every == 0:
-            loss, adversarial_loss, logits = adversarial_losses(self.net, batch["input_ids"], batch["lengths"], labels,
-                                                                self.hparams.adversarial, smoothing, weight,
-                                                                batch.get("bag_ids"))
-            objective = loss + adversarial_loss  # what training minimizes; train/loss stays the clean loss
-            self.log("train/adversarial_loss", adversarial_loss, batch_size=n)
+            loss, adversarial_loss, logits = self._adversarial_losses(batch, smoothing, weight)
         else:
             logits = self.net(batch["input_ids"], batch["lengths"], batch.get("bag_ids"))
-            objective = loss = classification_loss(logits, labels, smoothing, weight)
-        if train:
+            loss = classification_loss(logits, labels, smoothing, weight)
+        self._account(stage, logits.detach(), labels, loss.detach(), adversarial_loss)
+        if adversarial_loss is None:
+            return loss
+        # Training minimizes both losses, but the value Lightning reads (the progress bar, the learning-rate finder's
+        # curve) is the clean loss, comparable from step to step: their sum on every other step alone made the
+        # finder's curve jagged, and its suggestion a rate 50,000 times too small. The gradient is the sum's.
+        objective = loss + adversarial_loss
+        return objective - objective.detach() + loss.detach()
+
+    # Under torch.compile(model) this step runs as written: the gradient it takes for the shift is kept for the
+    # backward pass after it, which PyTorch's compiled backward cannot do (it frees its buffers)
+    @torch.compiler.disable
+    def _adversarial_losses(self, batch: dict[str, torch.Tensor], smoothing: float, weight: torch.Tensor | None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return adversarial_losses(self.net, batch["input_ids"], batch["lengths"], batch["labels"],
+                                  self.hparams.adversarial, smoothing, weight, batch.get("bag_ids"))
+
+    @torch.compiler.disable  # metrics and logging run as written under torch.compile(model): only the network compiles
+    def _account(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor,
+                 adversarial_loss: torch.Tensor | None) -> None:
+        """A step's metrics and logs."""
+        n = labels.numel()
+        if stage == "train":
+            if adversarial_loss is not None:
+                self.log("train/adversarial_loss", adversarial_loss.detach(), batch_size=n)
             # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
-            self.train_acc.update(_decisions(logits.detach()), labels)  # logged once, at the epoch end
+            self.train_acc.update(_decisions(logits), labels)  # logged once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
-            return objective
-        logits = logits.detach().float()
+            return
+        logits = logits.float()
         self._update(self.val_metrics if stage == "val" else self.test_metrics, logits, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if stage == "val":
             self.val_confusion.update(_decisions(logits), labels)
             self._val_outputs.append((logits.cpu(), labels.cpu()))
-        return loss
 
     def _update(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor) -> None:
         probs = probabilities(logits)
@@ -238,6 +257,10 @@ class SentimentClassifier(L.LightningModule):
         self.test_metrics.reset()
 
     def setup(self, stage: str) -> None:
+        if not isinstance(self.net, SentimentNet):  # torch.compile(model.net) wraps it, renaming every weight
+            raise DataError(f"model.net is of type {type(self.net).__name__}, not the SentimentNet checkpoints and "
+                            "predictors read: compile it in place (model.net.compile()) or compile the model "
+                            "(torch.compile(model))")
         precision = self.trainer.precision
         if cpu.bfloat16_precision(precision) and not cpu.native_bfloat16():  # `sentiment` falls back to 32-true
             raise DataError(f"precision {precision}: {cpu.NO_BFLOAT16}; use precision='32-true'")
@@ -255,9 +278,10 @@ class SentimentClassifier(L.LightningModule):
             if self.net.linear_bag is not None and bag_size != self.hparams.bag_size:
                 raise DataError(f"the data's bag has {bag_size} n-grams but the model was built for "
                                 f"{self.hparams.bag_size}; use the data settings the model was trained with")
-            if stage == "fit" and self.net.linear_bag is not None:  # a resumed run restores its own after this
+            ratios = getattr(datamodule, "bag_ratios", None) if stage == "fit" else None
+            if ratios is not None and self.net.linear_bag is not None:  # a resumed run restores its own after this
                 with torch.no_grad():
-                    self.net.linear_bag.scale.copy_(torch.from_numpy(datamodule.bag_ratios))
+                    self.net.linear_bag.scale.copy_(torch.from_numpy(ratios))
             vectors = getattr(datamodule, "embedding_vectors", None) if stage == "fit" else None
             if vectors is not None:  # a run resumed from a checkpoint restores its own weights after this
                 embedding = self.net.embedding.weight
