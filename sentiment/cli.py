@@ -25,7 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sentiment.training.callbacks import AtomicCheckpointIO, AutoSave, PredictionWriter
+from sentiment.training.callbacks import AtomicCheckpointIO, AutoSave, CpuThreads, PredictionWriter
 from sentiment.inference.checkpoint import load_data_settings, load_model_settings, read_checkpoint
 from sentiment.training.classifier import SentimentClassifier
 from sentiment.cpu import configure_cpu, native_bfloat16, usable_precision
@@ -241,6 +241,7 @@ class SentimentCLI(LightningCLI):
                                  # one best.ckpt, overwritten when improved, never best-v1.ckpt
                                  "checkpoint.enable_version_counter": False})
             parser.add_lightning_class_args(AutoSave, "autosave")
+            parser.add_lightning_class_args(CpuThreads, "cpu")
             parser.add_argument("--self_training", type=bool, default=False,
                                 help="Learn from IMDb's 50,000 unlabelled reviews: this fit's recipe first trains a "
                                      "teacher on the labelled reviews alone (cached under data_dir: later fits "

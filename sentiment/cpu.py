@@ -18,7 +18,9 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import sys
+import time
 
 import torch
 
@@ -85,3 +87,39 @@ def usable_precision(precision: str | int | None, what: str = "--trainer.precisi
     if bfloat16_precision(precision) and not usable_bfloat16(True, f"{what} {precision}"):
         return "32-true"
     return precision
+
+
+class CpuLoad:
+    """How many of this process's cores other processes keep busy, between two calls of ``others()``.
+
+    Linux only (``/proc/stat``, the cores of this process's affinity); elsewhere ``others()`` is None."""
+
+    def __init__(self) -> None:
+        self.cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """Seconds: the wall clock, the busy time of this process's cores, and this process's CPU time."""
+        try:
+            with open("/proc/stat") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        wanted, busy = {f"cpu{i}" for i in self.cores}, 0
+        for line in lines:
+            name, *ticks = line.split()
+            if name in wanted:  # user nice system idle iowait irq softirq steal ...: all but idle and iowait
+                values = [int(t) for t in ticks[:8]]
+                busy += sum(values) - values[3] - values[4]
+        own = os.times()
+        return time.monotonic(), busy / self.tick, own.user + own.system
+
+    def others(self) -> float | None:
+        """Cores other processes kept busy since the last call (0 to the number of cores)."""
+        now = self._sample()
+        last, self.last = self.last, now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        wall = now[0] - last[0]
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / wall)

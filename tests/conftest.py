@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from sentiment.cli import cli_main
 from sentiment.cpu import NO_BFLOAT16, native_bfloat16
@@ -239,3 +240,11 @@ def _events_acc(root: Path) -> float:
     events = EventAccumulator(str(root / "lightning_logs" / "version_0"), size_guidance={"scalars": 0})
     events.Reload()
     return events.Scalars("val/acc")[-1].value
+
+
+class RecordThreads(L.Callback):
+    """Appends the torch threads of each training step to ``data_dir/threads.txt``."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        with open(Path(trainer.datamodule.hparams.data_dir) / "threads.txt", "a") as f:
+            f.write(f"{torch.get_num_threads()}\n")

@@ -659,3 +659,30 @@ def test_an_imdb_model_tests_a_new_file_without_imdb_at_hand(tmp_path, monkeypat
                    "--data.imdb.url", "http://127.0.0.1:9/none.tar.gz", "--trainer.enable_progress_bar", "false") == 0
     assert not (elsewhere / "nothing").exists() or not list((elsewhere / "nothing").iterdir())
 
+
+def _threads_of_a_fit(tmp_path: Path, name: str, tiny_csv: Path, *options: str, env: dict | None = None
+                      ) -> list[int]:
+    data_dir = tmp_path / name
+    tests = Path(__file__).resolve().parent
+    subprocess.run(["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(data_dir),
+                    "--model.net.hidden_dim", "16", "--model.net.embed_dim", "16", "--trainer.max_steps", "80",
+                    "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(data_dir),
+                    "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=conftest.RecordThreads",
+                    "--cpu.interval", "0.3", *options], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(tests), **(env or {})})
+    return [int(line) for line in (data_dir / "threads.txt").read_text().split()]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) != 2, reason="measured on two cores")
+def test_a_fit_beside_a_busy_process_computes_with_the_core_it_leaves(tmp_path, tiny_csv):
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        beside = _threads_of_a_fit(tmp_path, "beside", tiny_csv)
+        chosen = _threads_of_a_fit(tmp_path, "chosen", tiny_csv, env={"OMP_NUM_THREADS": "2"})
+        fixed = _threads_of_a_fit(tmp_path, "fixed", tiny_csv, "--cpu.threads", "1")
+    finally:
+        busy.kill()
+    alone = _threads_of_a_fit(tmp_path, "alone", tiny_csv)
+    assert set(beside) == {1}  # from its first step: the busy process kept a core since the fit began
+    assert set(chosen) == {2} and set(fixed) == {1}  # a number the user gave wins
+    assert set(alone) == {2}

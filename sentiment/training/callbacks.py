@@ -4,6 +4,7 @@ Ctrl-C), checkpoint files that are never half-written, and the CSV prediction wr
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from sentiment.cpu import CpuLoad
 from sentiment.inference.checkpoint import write_checkpoint
 from sentiment.io import atomic_open
 from sentiment.data.labels import numeric_values
@@ -30,6 +32,67 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         write_checkpoint(checkpoint, path)
+
+
+class CpuThreads(L.Callback):
+    """The threads a fit computes with, on a machine it may share with other CPU-bound processes.
+
+    PyTorch computes with a thread per core, and its threads wait for each other by spinning: beside other busy
+    processes they take turns on cores those need, and a fit slows far beyond its share (BENCHMARKS.md, "A good
+    Lightning citizen"). So, before the first step (over the time since this callback was made) and every
+    ``interval`` seconds of training after, this counts the cores other processes kept busy and computes with the ones
+    they left (at least one); alone, with them all. A number of threads you chose wins: ``threads`` or
+    ``OMP_NUM_THREADS``.
+
+    Args:
+        threads: compute with this many threads whatever else runs (None: follow the machine's load).
+        interval: seconds between two looks at the machine's load.
+    """
+
+    def __init__(self, threads: int | None = None, interval: float = 1.0) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads, self.interval = threads, interval
+        # the first look covers the time from here to the first step: two fits started together share out the
+        # cores before either one's first step, which beside another spinning process took seconds, not 0.2
+        self.load: CpuLoad | None = CpuLoad()
+        self.adapting = False
+        self.most = 0
+        self.looked = 0.0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+            return
+        if self.load is None:  # a second fit with this callback
+            self.load = CpuLoad()
+        self.adapting = bool(self.load.cores) and "OMP_NUM_THREADS" not in os.environ
+        self.most = torch.get_num_threads()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.look()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if time.monotonic() - self.looked >= self.interval:
+            self.look()
+
+    def look(self) -> None:
+        """Compute with the cores other processes left since the last look."""
+        if not self.adapting:
+            return
+        self.looked = time.monotonic()
+        others = self.load.others()
+        if others is not None:
+            threads = max(1, min(self.most, round(len(self.load.cores) - others)))
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.adapting:
+            torch.set_num_threads(self.most)  # as found: what runs after the fit in this process is not ours
+            self.adapting, self.load = False, None
 
 
 class AutoSave(Checkpoint):
