@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_sizes", type=int, nargs="+", default=[300, 1000, 3000])
     parser.add_argument("--test_size", type=int, default=3000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--lr", type=float, default=None, help="--model.lr of the init_from runs (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="--model.lr of the init_from runs (default: the recipe's)")
     args = parser.parse_args(argv)
     files = write_task(args.goemotions, args.output, args.train_sizes, args.test_size, seed=0)
     print(f"as is: test accuracy {test_accuracy(args.ckpt_path, files['test']):.4f}")

@@ -80,6 +80,45 @@ def test_bad_jsonl_names_the_line(tmp_path):
         LabelReader(["negative", "positive"]).read(reviews.labels, "bad.jsonl", reviews.where)
 
 
+def test_a_fasttext_file_is_read_as_fasttext_reads_it(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("__label__positive A great film , really .\n\n__label__negative  dull\tand long\n"
+                    "so-so __label__neutral ending\n__label__positive __label__positive twice the same\n")
+    reviews = read_labelled(path)
+    assert reviews.texts == ["A great film , really .", "dull and long", "so-so ending", "twice the same"]
+    assert list(reviews.labels) == ["positive", "negative", "neutral", "positive"]
+    assert list(reviews.where) == ["line 1", "line 3", "line 4", "line 5"]
+    chunks = [texts for texts, _ in iter_unlabelled(path)]  # predicting on it: every line, without its labels
+    assert chunks == [["A great film , really .", "", "dull and long", "so-so ending", "twice the same"]]
+    path.write_text("__label__a one\n__label__b __label__c two labels\n")
+    with pytest.raises(DataError, match=r"train.txt: line 2: several labels \(b, c\); this release trains one"):
+        read_labelled(path)
+    path.write_text("__label__a one\nno label here\n")
+    with pytest.raises(DataError, match=r"train.txt: line 2: no __label__ label"):
+        read_labelled(path)
+
+
+def test_a_fasttext_user_s_files_train_and_test_as_they_are(tmp_path):
+    from conftest import make_reviews, run_cli
+
+    for name, n, seed in (("train.txt", 300, 0), ("valid.txt", 60, 1)):
+        lines = [f"__label__{'pos' if y else 'neg'} {text}" for text, y in make_reviews(n, seed=seed)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    assert run_cli("fit", "--data.train_file", str(tmp_path / "train.txt"), "--data.test_file",
+                   str(tmp_path / "valid.txt"), "--data.data_dir", str(tmp_path / "data"), "--data.encoding.min_freq",
+                   "1", "--data.loader.min_epoch_size", "0", "--model.net.hidden_dim", "8", "--model.net.embed_dim",
+                   "8", "--model.adversarial", "0", "--trainer.max_epochs", "4", "--trainer.enable_progress_bar",
+                   "false", "--trainer.default_root_dir", str(tmp_path)) == 0
+    from sentiment.inference.predictor import Predictor
+
+    best = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    predictor = Predictor.from_checkpoint(best)
+    assert predictor.labels == ("negative", "positive")  # pos/neg read as the polarity words, as in CSV files
+    texts, labels = zip(*make_reviews(60, seed=1))
+    right = sum(a["label"] == ("positive" if y else "negative") for a, y in zip(predictor.predict(list(texts)), labels))
+    assert right / 60 > 0.8
+
+
 def test_plain_text_cannot_train_and_unknown_suffix_is_named(tmp_path):
     (tmp_path / "r.txt").write_text("a review\n")
     with pytest.raises(DataError, match="plain text has no labels"):

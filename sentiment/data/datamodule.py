@@ -39,7 +39,8 @@ class SentimentDataModule(L.LightningDataModule):
     Args:
         data_dir: folder for the IMDb data (``aclImdb/`` or ``aclImdb_v1.tar.gz``, downloaded when absent) and for
             the encoded-data cache.
-        train_file: your own labelled training data (.csv, .tsv or .jsonl) instead of IMDb.
+        train_file: your own labelled training data instead of IMDb (.csv, .tsv, .jsonl, or fastText's .txt, whose
+            lines carry ``__label__X``).
         val_file: labelled validation data; default: a seeded ``encoding.val_fraction`` of the training data.
         test_file: labelled test data; default with IMDb: the official test split.
         predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).

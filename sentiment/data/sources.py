@@ -392,12 +392,13 @@ def _iter_jsonl(path: Path, charset: str = "utf-8") -> Iterator[tuple[int, dict]
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
                   id_column: str = "id", charset: str = "utf-8") -> Reviews:
-    """Read a labelled CSV, TSV or JSONL file, its text in ``charset``."""
+    """Read a labelled CSV, TSV or JSONL file, or a ``.txt`` file in fastText's format, its text in ``charset``."""
     path = Path(path)
     _check_readable(path, charset)
     fmt = file_format(path)
     if fmt == "txt":
-        raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV or JSONL")
+        with _warn_on_replacements(path, charset):
+            return _read_fasttext(path, charset)
     with _warn_on_replacements(path, charset):
         if fmt == "jsonl":
             rows = list(_iter_jsonl(path, charset))
@@ -429,6 +430,44 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
     return Reviews(texts, raw_labels, where, id_list)
 
 
+FASTTEXT_LABEL = "__label__"  # fastText's label prefix: `__label__positive great film`
+
+
+def without_fasttext_labels(line: str) -> str:
+    """A line of text without fastText's ``__label__X`` tokens (their words would be read as the text's)."""
+    if FASTTEXT_LABEL not in line:
+        return line
+    return " ".join(t for t in line.split() if not t.startswith(FASTTEXT_LABEL))
+
+
+def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
+    """A labelled file in fastText's format, as fastText reads it: every whitespace-separated token starting with
+    ``__label__`` is a label, the others are the text; blank lines are skipped. One label per line (several need
+    multi-label training, which this release does not have)."""
+    texts, labels, where = [], [], []
+    with _open_text(path, charset) as f:
+        for lineno, line in enumerate(f, 1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            found = [t[len(FASTTEXT_LABEL):] for t in tokens if t.startswith(FASTTEXT_LABEL)]
+            if not found:
+                if not texts:  # the first line says which format the file is in
+                    raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV, "
+                                    f"JSONL or fastText's format (lines starting with {FASTTEXT_LABEL}LABEL)")
+                raise DataError(f"{path}: line {lineno}: no {FASTTEXT_LABEL} label; every line of a fastText file "
+                                "needs one")
+            if len(set(found)) > 1:
+                raise DataError(f"{path}: line {lineno}: several labels ({', '.join(found)}); this release trains "
+                                "one label per text")
+            texts.append(without_fasttext_labels(line))
+            labels.append(found[0])
+            where.append(f"line {lineno}")
+    if not texts:
+        raise DataError(f"{path}: the file is empty")
+    return Reviews(texts, labels, where, None)
+
+
 class _RowNames:
     """Names rows of a table lazily: "row 7" is the seventh row below the header."""
 
@@ -449,8 +488,8 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
         if fmt == "txt":
             with _open_text(path, charset) as f:
                 chunk: list[str] = []
-                for line in f:
-                    chunk.append(line.rstrip("\r\n"))
+                for line in f:  # a fastText file's labels are not text: they are dropped, as fastText does
+                    chunk.append(without_fasttext_labels(line.rstrip("\r\n")))
                     if len(chunk) == chunk_size:
                         yield chunk, None
                         chunk = []
