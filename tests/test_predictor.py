@@ -266,3 +266,30 @@ def test_the_learning_rate_finder_suggests_a_usable_rate_for_the_default_recipe(
     got = torch.autograd.grad(returned, model.net.embedding.weight)[0]
     want = torch.autograd.grad(clean + shifted, model.net.embedding.weight)[0]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_cpu_threads_in_a_python_fit_fixes_its_threads_and_leaves_the_process_as_found(tmp_path):
+    import lightning as L
+    from conftest import make_reviews, write_csv
+
+    from sentiment.data.datamodule import SentimentDataModule
+    from sentiment.training.callbacks import CpuThreads
+
+    class Seen(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen.add(torch.get_num_threads())
+
+    seen: set[int] = set()
+    train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(100)])
+    dm = SentimentDataModule(train_file=str(train), data_dir=str(tmp_path / "data"), encoding={"min_freq": 1},
+                             loader={"min_epoch_size": 0, "batch_size": 32})
+    dm.prepare_data()
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 8})
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)  # a number of this process's own, not the fit's
+    try:
+        L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, callbacks=[CpuThreads(threads=1), Seen()]).fit(model, datamodule=dm)
+        assert seen == {1} and torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)

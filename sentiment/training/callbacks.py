@@ -63,13 +63,13 @@ class CpuThreads(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self.most = torch.get_num_threads()  # restored after the fit: what runs after it in this process is not ours
         if self.threads is not None:
             torch.set_num_threads(self.threads)
             return
         if self.load is None:  # a second fit with this callback
             self.load = CpuLoad()
         self.adapting = bool(self.load.cores) and "OMP_NUM_THREADS" not in os.environ
-        self.most = torch.get_num_threads()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.look()
@@ -90,9 +90,9 @@ class CpuThreads(L.Callback):
                 torch.set_num_threads(threads)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.adapting:
-            torch.set_num_threads(self.most)  # as found: what runs after the fit in this process is not ours
-            self.adapting, self.load = False, None
+        if stage == "fit" and self.most:
+            torch.set_num_threads(self.most)
+            self.adapting, self.load, self.most = False, None, 0
 
 
 class AutoSave(Checkpoint):
