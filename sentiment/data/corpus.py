@@ -302,7 +302,9 @@ class Corpus:
             classes = LabelReader(labels).read(reviews.labels, str(path), reviews.where)
             out[split] = encode_reviews(reviews, classes, encoder, self.num_proc)
         rest = [s for s in splits if s not in apart]
-        if rest:
+        if rest and self.cached_as(encoder, labels):  # the model was trained on this cache: read it, as training did
+            out.update({split: self.load(split, self.missing_split) for split in rest})
+        elif rest:
             fixed = self.replace(encoding=dataclasses.replace(self.encoding, labels=labels)).labelled()
             sources = fixed.sources()
             sources["test"] = None  # read apart, if at all
@@ -312,6 +314,16 @@ class Corpus:
                     raise DataError(self.missing_split(split))
                 out[split] = encode_reviews(reviews[split], classes[split], encoder, self.num_proc)
         return out
+
+    def cached_as(self, encoder: TextEncoder, labels: Sequence[str]) -> bool:
+        """Whether the cache holds these reviews encoded as ``encoder`` reads them, with these ``labels``: the cache
+        of the data a model was trained on."""
+        if not (self.cache_dir / "meta.json").is_file() or tuple(self.meta()["labels"]) != tuple(labels):
+            return False
+        ngrams = self.ngrams
+        same_bag = (ngrams is None and encoder.ngrams is None) or (
+            ngrams is not None and encoder.ngrams is not None and np.array_equal(ngrams.hashes, encoder.ngrams.hashes))
+        return same_bag and self.vocab == encoder.vocab
 
     def missing_split(self, split: str) -> str:
         """Why a split is missing, in one line."""
