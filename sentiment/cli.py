@@ -410,7 +410,9 @@ class SentimentCLI(LightningCLI):
         if config.init_from:  # a resumed run (--ckpt_path) then restores its own weights over these
             self.load_weights()
         if config.self_training:
-            self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything)
+            threads = [callback for callback in self.trainer.callbacks if isinstance(callback, CpuThreads)]
+            self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything,
+                                         threads)
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)

@@ -299,6 +299,34 @@ def test_self_training_fits_its_teacher_once_and_trains_on_what_the_teacher_is_s
     assert teacher.stat().st_mtime_ns == made
 
 
+def test_self_training_hands_its_callbacks_to_the_teachers_fit(tmp_path):
+    # `sentiment fit --self_training` hands the teacher its CpuThreads: the teacher shares the machine as the student
+    import lightning as L
+
+    from sentiment.data.datamodule import SentimentDataModule
+    from sentiment.training.selftrain import self_train
+
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 40)
+    dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1},
+                             loader={"min_epoch_size": 0, "batch_size": 32})
+    dm.prepare_data()
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 8})
+    steps = []
+
+    class Count(L.Callback):
+        def on_train_batch_end(self, *args):
+            steps.append(torch.get_num_threads())
+
+    from sentiment.training.callbacks import CpuThreads
+
+    before = torch.get_num_threads()
+    student_data = self_train(model, dm, {"max_steps": 3, "enable_progress_bar": False}, seed=1,
+                              callbacks=[CpuThreads(threads=1), Count()])
+    assert steps == [1, 1, 1] and torch.get_num_threads() == before
+    assert student_data.unlabelled.pseudo_labels is not None
+
+
 def test_self_training_refuses_another_teacher_and_several_devices(tmp_path, capsys):
     data_dir = tmp_path / "data"
     build_archive_with_unlabelled(data_dir, 4)

@@ -18,7 +18,7 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kw
 
 
 def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwargs: Mapping[str, Any] | None = None,
-               seed: int | None = None) -> SentimentDataModule:
+               seed: int | None = None, callbacks: Sequence[L.Callback] = ()) -> SentimentDataModule:
     """The student's data: ``data`` (IMDb, labelled reviews only) with the reviews a teacher labels
     (``pseudo_labels``), the teacher being ``model``'s recipe fitted on ``data`` first.
 
@@ -81,6 +81,7 @@ def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwar
         trainer_kwargs: the ``Trainer`` settings of the fit (epochs, precision, clipping, ...); those that only log
             or save (``UNLEARNT_TRAINER_KEYS``) are the teacher's own.
         seed: the fit's seed (``L.seed_everything``).
+        callbacks: more callbacks of the teacher's fit (``sentiment fit`` hands it its ``CpuThreads``).
     """
     trainer_kwargs = dict(trainer_kwargs or {})
     check_self_training(data.unlabelled.pseudo_labels, trainer_kwargs)
@@ -91,20 +92,20 @@ def self_train(model: L.LightningModule, data: SentimentDataModule, trainer_kwar
             rank_zero_info(f"Self-training: first a teacher on the labelled reviews alone, cached as {path}")
             if seed is not None:
                 L.seed_everything(seed, workers=True, verbose=False)
-            _fit_teacher(type(model)(**model_settings(model)), data, trainer_kwargs, path)
+            _fit_teacher(type(model)(**model_settings(model)), data, trainer_kwargs, path, callbacks)
     # the teacher labels the unlabelled reviews as a Predictor: the data room needs nothing of inference
     return data.with_settings(unlabelled={"pseudo_labels": str(path)}, labeller=Predictor.from_checkpoint(path))
 
 
 def _fit_teacher(teacher: L.LightningModule, data: SentimentDataModule, trainer_kwargs: dict[str, Any],
-                 path: Path) -> None:
+                 path: Path, callbacks: Sequence[L.Callback] = ()) -> None:
     """Fit ``teacher`` and move its best checkpoint (by ``val/acc``) to ``path``; nothing is left half-written."""
     folder = Path(tempfile.mkdtemp(prefix=".teacher-", dir=path.parent))
     try:
         best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max",
                                enable_version_counter=False)
         learnt = {k: v for k, v in trainer_kwargs.items() if k not in UNLEARNT_TRAINER_KEYS}
-        trainer = L.Trainer(**learnt, logger=False, callbacks=[best], default_root_dir=folder,
+        trainer = L.Trainer(**learnt, logger=False, callbacks=[best, *callbacks], default_root_dir=folder,
                             enable_model_summary=False,
                             enable_progress_bar=trainer_kwargs.get("enable_progress_bar", True))
         trainer.fit(teacher, datamodule=data)
