@@ -82,16 +82,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_sizes", type=int, nargs="+", default=[300, 1000, 3000])
     parser.add_argument("--test_size", type=int, default=3000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--arms", nargs="+", default=["alone", "init_from"], choices=["alone", "init_from"])
     parser.add_argument("--lr", type=float, default=None,
                         help="--model.lr of the init_from runs (default: the recipe's)")
     args = parser.parse_args(argv)
     files = write_task(args.goemotions, args.output, args.train_sizes, args.test_size, seed=0)
     print(f"as is: test accuracy {test_accuracy(args.ckpt_path, files['test']):.4f}")
     for size in args.train_sizes:
-        for arm in ("alone", "init_from"):
+        for arm in args.arms:
             scores = []
             for seed in args.seeds:
-                root = args.output / f"runs/{size}_{arm}_{seed}"
+                root = args.output / f"runs/{size}_{arm}_{seed}_{args.lr}"
                 extra = ["--init_from", str(args.ckpt_path)] if arm == "init_from" else []
                 if arm == "init_from" and args.lr is not None:
                     extra += ["--model.lr", str(args.lr)]
