@@ -205,7 +205,7 @@ def test_a_plain_loader_of_texts_predicts(trained, tmp_path):
     assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in expected], abs=1e-5)
 
 
-def test_a_compiled_model_trains_the_default_recipe_and_its_checkpoint_reads_as_always(tmp_path):
+def test_a_compiled_model_trains_the_default_recipe_and_its_checkpoint_reads_as_always(tmp_path, monkeypatch):
     # torch.compile(model), as Lightning documents it: the network compiles; metrics, logging and the adversarial
     # step (whose kept gradient PyTorch's compiled backward cannot keep) run as written
     import lightning as L
@@ -214,6 +214,8 @@ def test_a_compiled_model_trains_the_default_recipe_and_its_checkpoint_reads_as_
     from sentiment.data.datamodule import SentimentDataModule
     from sentiment.errors import DataError
 
+    # the compiler's own cache does not key on ATEN_CPU_CAPABILITY: kernels of another run could be reused wrongly
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(200)])
     dm = SentimentDataModule(train_file=str(train), data_dir=str(tmp_path / "data"), encoding={"min_freq": 1},
                              loader={"min_epoch_size": 0, "batch_size": 32})
