@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import logging
 import os
@@ -255,8 +254,7 @@ class SentimentCLI(LightningCLI):
                                      "the schedule, --trainer.max_epochs) and the validation split are this fit's.")
             # Other subcommands read the model's size from the checkpoint instead.
             for fact in LINKED:
-                parser.link_arguments("data", f"model.{fact}", compute_fn=functools.partial(self.linked, fact),
-                                      apply_on="instantiate")
+                parser.link_arguments("data", f"model.{fact}", compute_fn=self.linker(fact), apply_on="instantiate")
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
             parser.set_defaults({"trainer.logger": False})  # predicting logs nothing
@@ -300,6 +298,14 @@ class SentimentCLI(LightningCLI):
         settings = load_model_settings(self.checkpoint, self.checkpoint_path)
         self.config = parser.parse_object({subcommand: {"model": settings}}, self.config)
         self.config[subcommand].ckpt_path = None
+
+    def linker(self, fact: str) -> Any:
+        """``linked`` for one fact, named for `--help`'s list of linked arguments."""
+        def compute(data: SentimentDataModule) -> Any:
+            return self.linked(fact, data)
+
+        compute.__name__ = compute.__qualname__ = f"prepared_{fact}"
+        return compute
 
     def linked(self, fact: str, data: SentimentDataModule) -> Any:
         """What the model is built for (``LINKED``): the data's, as ``prepare_data()`` finds them, or with

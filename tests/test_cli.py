@@ -392,6 +392,7 @@ def test_a_subcommands_help_lists_what_it_uses_and_errors_come_first(capsys):
         cli_main(["fit", "--help"])
     help_ = capsys.readouterr().out  # fit keeps every option of the model and the Trainer
     assert "--model.net.pooling" in help_ and "--trainer.max_epochs" in help_ and "--optimizer" in help_
+    assert "  prepared_vocab_size(data) --> model.vocab_size" in help_  # the links, named as a reader can follow
     with pytest.raises(SystemExit) as exit_:
         cli_main(["predict", "--no_such_option", "1"])
     assert exit_.value.code == 2
