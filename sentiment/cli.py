@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import logging
@@ -60,11 +61,11 @@ SUBCOMMANDS = {
     "export": "Write a trained model as ONNX, with its vocabulary and labels, for onnxruntime.",
 }
 USAGES = {
-    "fit": "sentiment fit [--config CONFIG.yaml ...] [--data.train_file FILE] [options]",
+    "fit": "sentiment fit [--config CONFIG.yaml ...] [--data.train_file FILE] [options] [--verbose]",
     "validate": "sentiment validate --ckpt_path CKPT [--data.val_file FILE] [options]",
     "test": "sentiment test --ckpt_path CKPT --data.test_file FILE [options]",
     "predict": "sentiment predict --ckpt_path CKPT --data.predict_file FILE [--prediction_writer.output_path CSV] "
-               "[options]",
+               "[options] [--verbose]",
 }
 # Options a subcommand accepts (they are Lightning's or the data module's) but does not use: its --help leaves them
 # out. The model of validate, test and predict comes from the checkpoint (--model.* is refused), and they optimize
@@ -120,6 +121,8 @@ def prepared(data: SentimentDataModule) -> SentimentDataModule:
     return data
 
 
+# The settings of a fit's config.yaml that only fitting has: validate, test and predict read them and set them aside
+FIT_ONLY = ("checkpoint", "autosave", "cpu", "self_training", "init_from")
 # What the model is built for, linked from the data module by `fit`: the model's argument and the data's property
 LINKED = {"vocab_size": "vocab_size", "classes": "label_names", "bag_size": "bag_size"}
 
@@ -258,10 +261,9 @@ class SentimentCLI(LightningCLI):
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
             parser.set_defaults({"trainer.logger": False})  # predicting logs nothing
-        if subcommand in ("fit", "predict"):  # validate and test have Trainer's own --verbose, which does both
-            parser.add_argument("--verbose", action="store_true",
-                                help="Show the full traceback of an error instead of one line "
-                                     "(or set SENTIMENT_DEBUG=1).")
+        if subcommand in FROM_CHECKPOINT:  # a fit's config.yaml may be reused: its fit-only settings are set aside
+            for name in FIT_ONLY:
+                parser.add_argument(f"--{name}", type=Any, default=None, help=argparse.SUPPRESS)
         if subcommand in FROM_CHECKPOINT and self.checkpoint is not None:
             saved = load_data_settings(self.checkpoint)
             keys = CKPT_DATA_KEYS if subcommand != "predict" else ("encoding",)  # predict reads no training data
@@ -454,7 +456,8 @@ def overview() -> str:
     for name, description in SUBCOMMANDS.items():
         lines += textwrap.wrap(description, 100, initial_indent=f"  {name:<10}", subsequent_indent=" " * 12)
     lines += ["", "`sentiment SUBCOMMAND --help` lists a subcommand's options;",
-              "`sentiment SUBCOMMAND --print_config` shows its whole configuration.", "",
+              "`sentiment SUBCOMMAND --print_config` shows its whole configuration;",
+              "`--verbose` (or SENTIMENT_DEBUG=1) shows an error's full traceback instead of one line.", "",
               "examples:", "  sentiment fit --config configs/imdb.yaml",
               "  sentiment predict --ckpt_path lightning_logs/version_0/checkpoints/best.ckpt "
               "--data.predict_file reviews.txt"]
@@ -464,6 +467,12 @@ def overview() -> str:
 def cli_main(args: list[str] | None = None) -> None:
     """Entry point of ``sentiment`` and ``python -m sentiment``."""
     argv = sys.argv[1:] if args is None else list(args)
+    debug = "--verbose" in argv or bool(os.environ.get("SENTIMENT_DEBUG"))
+    if argv[:1] in (["fit"], ["predict"]):
+        # ours there, not a setting: a fit's config.yaml would carry it into a `test` that reuses the file, where
+        # --verbose is the Trainer's (print the scores) and `false` would hide them
+        argv = [arg for arg in argv if arg != "--verbose"]
+        args = argv
     if not argv or argv[0] in ("-h", "--help"):
         print(overview(), end="", file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
@@ -482,7 +491,7 @@ def cli_main(args: list[str] | None = None) -> None:
             e = e.__cause__  # raised inside a link's compute_fn, which jsonargparse wraps in a ValueError
         elif not isinstance(e, (DataError, OSError)):
             raise
-        if "--verbose" in argv or os.environ.get("SENTIMENT_DEBUG"):
+        if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -715,3 +715,21 @@ def test_a_fit_beside_a_busy_process_computes_with_the_core_it_leaves(tmp_path, 
     assert set(beside) == {1}  # from its first step: the busy process kept a core since the fit began
     assert set(chosen) == {2} and set(fixed) == {1}  # a number the user gave wins
     assert set(alone) == {2}
+
+
+def test_a_fits_config_yaml_runs_validate_test_and_predict(trained, tmp_path, capsys):
+    # LightningCLI's way: the config a fit saved, reused with the checkpoint; its fit-only settings are set aside
+    saved = trained["root"] / "lightning_logs" / "version_0" / "config.yaml"
+    assert "verbose" not in yaml.safe_load(saved.read_text())  # --verbose is the command's, not a setting
+    capsys.readouterr()
+    assert run_cli("test", "--config", str(saved), "--ckpt_path", str(trained["best"]),
+                   "--trainer.default_root_dir", str(tmp_path / "t")) == 0
+    assert "test/acc" in capsys.readouterr().out  # the scores are printed, as test does
+    assert run_cli("validate", "--config", str(saved), "--ckpt_path", str(trained["best"]),
+                   "--trainer.default_root_dir", str(tmp_path / "v")) == 0
+    assert "val/acc" in capsys.readouterr().out
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a wonderful film\nawful and boring\n")
+    assert run_cli("predict", "--config", str(saved), "--ckpt_path", str(trained["best"]), "--data.predict_file",
+                   str(texts), "--prediction_writer.output_path", str(tmp_path / "p.csv")) == 0
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 3
