@@ -213,6 +213,7 @@ class SentimentCLI(LightningCLI):
         # validate, test and predict work from a checkpoint: read once, here, before the parser is built, so that
         # its data settings become the defaults that a config or the command line may still override
         self.checkpoint: dict | None = None
+        self.trained: dict | None = None  # with fit --init_from: the settings of the model it starts from
         self.checkpoint_path = _option_value(argv, "--ckpt_path")
         self.model_options = [arg.split("=")[0] for arg in argv if arg.startswith("--model.")]
         if self.only_subcommand in FROM_CHECKPOINT and self.checkpoint_path not in (None, *SPECIAL_CKPT_PATHS):
@@ -312,8 +313,8 @@ class SentimentCLI(LightningCLI):
     def linked(self, fact: str, data: SentimentDataModule) -> Any:
         """What the model is built for (``LINKED``): the data's, as ``prepare_data()`` finds them, or with
         ``--init_from``, the trained model's."""
-        if self.checkpoint is not None:
-            return load_model_settings(self.checkpoint, self.checkpoint_path)[fact]
+        if self.trained is not None:
+            return self.trained[fact]
         return getattr(prepared(data), LINKED[fact])
 
     def start_from(self, parser: LightningArgumentParser, path: str) -> None:
@@ -321,6 +322,7 @@ class SentimentCLI(LightningCLI):
         split's; options that say otherwise are refused in one line."""
         config = self.config.fit
         self.checkpoint, self.checkpoint_path = read_checkpoint(path), path
+        self.trained = load_model_settings(self.checkpoint, path)
         net_options = [option for option in self.model_options if option.startswith("--model.net")]
         if net_options:
             raise DataError(f"--init_from {path}: the network is the checkpoint's; leave out {', '.join(net_options)}")
@@ -336,9 +338,8 @@ class SentimentCLI(LightningCLI):
             raise DataError(f"--init_from {path}: the model reads text as it was trained: "
                             f"{'; '.join(refused)}; leave these --data.encoding settings out")
         encoding = dataclasses.replace(saved, **{name: getattr(given, name) for name in SPLIT_SETTINGS})
-        net = load_model_settings(self.checkpoint, path)["net"]
-        self.config = parser.parse_object({"fit": {"model": {"net": net}, "data": {"encoding": plain(encoding)}}},
-                                          self.config)
+        self.config = parser.parse_object(
+            {"fit": {"model": {"net": self.trained["net"]}, "data": {"encoding": plain(encoding)}}}, self.config)
 
     def check_data_agrees(self, data: Namespace, keys: tuple[str, ...]) -> None:
         """Refuse, in one line, data that would be read otherwise than the checkpoint's model was trained on."""
@@ -355,23 +356,23 @@ class SentimentCLI(LightningCLI):
                                 f"reviews as it was trained; leave --data.{key} out")
 
     def load_weights(self) -> None:
-        """The weights, text encoder and temperature of the checkpoint already read; the Trainer need not read it
-        again. New data is read as the model reads."""
+        """The weights, text encoder and temperature of the checkpoint already read (validate, test and predict give
+        the Trainer no path to read it again). New data is read as the model reads: new files need no training
+        data."""
         self.model.load_state_dict(self.checkpoint["state_dict"])
         self.model.on_load_checkpoint(self.checkpoint)
         self.datamodule.read_as(self.model.text_encoder, self.model.labels)
+        if self.subcommand in FROM_CHECKPOINT:
+            self.config_init[self.subcommand].ckpt_path = None
 
     def before_validate(self) -> None:
-        self.load_weights()  # new files need no training data
-        self.config_init.validate.ckpt_path = None
+        self.load_weights()
 
     def before_test(self) -> None:
         self.load_weights()
-        self.config_init.test.ckpt_path = None
 
     def before_predict(self) -> None:
         self.load_weights()
-        self.config_init.predict.ckpt_path = None
         # predictions go to the CSV writer as they are made; keeping them all would grow memory
         self.config_init.predict.return_predictions = False
 

@@ -143,17 +143,10 @@ class SentimentDataModule(L.LightningDataModule):
             return np.bincount(self.dataset("train").labels, minlength=len(self._labels)).tolist()
         return list(self.corpus.meta()["class_counts"])
 
-    @property
-    def bag_ratios(self) -> np.ndarray | None:
-        """Each n-gram's naive-Bayes log-count ratio on the training split, which scales the bag's weights of a new
-        model; None without a bag, or when the data is read as a trained model reads (its bag keeps its own)."""
-        return self.corpus.bag_ratios if self._labels is None else None
-
-    @property
-    def embedding_vectors(self) -> np.ndarray | None:
-        """``unlabelled.word_vectors``' vectors, a new model's first embedding; None without them, or when the data
-        is read as a trained model reads."""
-        return self.corpus.embedding_vectors if self._labels is None else None
+    # what a new model starts from: each n-gram's naive-Bayes log-count ratio (scaling the bag's weights) and
+    # unlabelled.word_vectors' vectors; None without them, or when the data is read as a trained model reads (read_as)
+    bag_ratios = property(lambda self: self.corpus.bag_ratios if self._labels is None else None)
+    embedding_vectors = property(lambda self: self.corpus.embedding_vectors if self._labels is None else None)
 
     cache_dir = property(lambda self: self.corpus.cache_dir)
 
@@ -163,14 +156,8 @@ class SentimentDataModule(L.LightningDataModule):
         """Read every split as a trained model reads: with its ``encoder`` (vocabulary, truncation, n-gram table) and
         its ``labels``, in memory, without a vocabulary or cache of this data's own; words it does not know are
         unknown words, and a label outside ``labels`` is a one-line error. What evaluating a model on new data
-        needs (`sentiment validate` and `test` do this with the checkpoint's), and what training one further on
-        new data needs (`sentiment fit --init_from`)::
-
-            model = SentimentClassifier.load_from_checkpoint("best.ckpt")
-            data = SentimentDataModule(train_file="mine.csv").read_as(model.text_encoder, model.labels)
-            L.Trainer(max_epochs=3).fit(model, datamodule=data)
-
-        Returns this data module."""
+        needs (`sentiment validate` and `test` do this with the checkpoint's), and training one further on new data
+        (`sentiment fit --init_from`; README shows the Python form). Returns this data module."""
         self._encoder, self._labels = encoder, tuple(labels)
         self._splits.clear()
         return self

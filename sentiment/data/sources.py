@@ -433,11 +433,14 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
 FASTTEXT_LABEL = "__label__"  # fastText's label prefix: `__label__positive great film`
 
 
-def without_fasttext_labels(line: str) -> str:
-    """A line of text without fastText's ``__label__X`` tokens (their words would be read as the text's)."""
+def split_fasttext(line: str) -> tuple[list[str], str]:
+    """A line's fastText labels (its ``__label__X`` tokens, anywhere) and its text without them (their words would
+    be read as the text's)."""
     if FASTTEXT_LABEL not in line:
-        return line
-    return " ".join(t for t in line.split() if not t.startswith(FASTTEXT_LABEL))
+        return [], line
+    tokens = line.split()
+    labels = [t[len(FASTTEXT_LABEL):] for t in tokens if t.startswith(FASTTEXT_LABEL)]
+    return labels, " ".join(t for t in tokens if not t.startswith(FASTTEXT_LABEL))
 
 
 def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
@@ -447,10 +450,9 @@ def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
     texts, labels, where = [], [], []
     with _open_text(path, charset) as f:
         for lineno, line in enumerate(f, 1):
-            tokens = line.split()
-            if not tokens:
+            if not line.strip():
                 continue
-            found = [t[len(FASTTEXT_LABEL):] for t in tokens if t.startswith(FASTTEXT_LABEL)]
+            found, text = split_fasttext(line)
             if not found:
                 if not texts:  # the first line says which format the file is in
                     raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV, "
@@ -460,7 +462,7 @@ def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
             if len(set(found)) > 1:
                 raise DataError(f"{path}: line {lineno}: several labels ({', '.join(found)}); this release trains "
                                 "one label per text")
-            texts.append(without_fasttext_labels(line))
+            texts.append(text)
             labels.append(found[0])
             where.append(f"line {lineno}")
     if not texts:
@@ -489,7 +491,7 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
             with _open_text(path, charset) as f:
                 chunk: list[str] = []
                 for line in f:  # a fastText file's labels are not text: they are dropped, as fastText does
-                    chunk.append(without_fasttext_labels(line.rstrip("\r\n")))
+                    chunk.append(split_fasttext(line.rstrip("\r\n"))[1])
                     if len(chunk) == chunk_size:
                         yield chunk, None
                         chunk = []

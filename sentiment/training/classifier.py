@@ -159,7 +159,7 @@ class SentimentClassifier(L.LightningModule):
             return loss
         # Training minimizes both losses, but the value Lightning reads (the progress bar, the learning-rate finder's
         # curve) is the clean loss, comparable from step to step: their sum on every other step alone made the
-        # finder's curve jagged, and its suggestion a rate 50,000 times too small. The gradient is the sum's.
+        # finder's curve jagged, and its suggestion far too small (BENCHMARKS.md). The gradient is the sum's.
         objective = loss + adversarial_loss
         return objective - objective.detach() + loss.detach()
 
