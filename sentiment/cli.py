@@ -121,10 +121,19 @@ def prepared(data: SentimentDataModule) -> SentimentDataModule:
     return data
 
 
+# What the best checkpoint is chosen by: the model's headline metric (for label sets, val/f1 replaces it)
+CHECKPOINT_MONITOR = "val/acc"
+# The options of `sentiment predict` that choose a multi-label model's labels: (name, type, help)
+PREDICT_OPTIONS = (
+    ("threshold", float, "A multi-label model: answer every label whose probability reaches this, instead of each "
+                         "label's own threshold (chosen on validation for F1)."),
+    ("top_k", int, "A multi-label model: answer the K most probable labels of each text (with --threshold, at most K "
+                   "of those that reach it; fastText's predict-prob K THRESHOLD)."),
+)
 # The settings of a fit's config.yaml that only fitting has: validate, test and predict read them and set them aside
 FIT_ONLY = ("checkpoint", "autosave", "cpu", "self_training", "init_from")
 # What the model is built for, linked from the data module by `fit`: the model's argument and the data's property
-LINKED = {"vocab_size": "vocab_size", "classes": "label_names", "bag_size": "bag_size"}
+LINKED = {"vocab_size": "vocab_size", "classes": "label_names", "multi_label": "multi_label", "bag_size": "bag_size"}
 
 
 def _option_value(argv: list[str], option: str) -> str | None:
@@ -238,7 +247,7 @@ class SentimentCLI(LightningCLI):
         subcommand = subcommand if subcommand in LightningCLI.subcommands() else "fit"
         if subcommand == "fit":
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
+            parser.set_defaults({"checkpoint.monitor": CHECKPOINT_MONITOR, "checkpoint.mode": "max",
                                  "checkpoint.filename": "best", "checkpoint.save_last": False,  # AutoSave's
                                  "checkpoint.auto_insert_metric_name": False,
                                  # one best.ckpt, overwritten when improved, never best-v1.ckpt
@@ -262,6 +271,8 @@ class SentimentCLI(LightningCLI):
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
             parser.set_defaults({"trainer.logger": False})  # predicting logs nothing
+            for name, kind, what in PREDICT_OPTIONS:
+                parser.add_argument(f"--{name}", type=kind | None, default=None, help=what)
         if subcommand in FROM_CHECKPOINT:  # a fit's config.yaml may be reused: its fit-only settings are set aside
             for name in FIT_ONLY:
                 parser.add_argument(f"--{name}", type=Any, default=None, help=argparse.SUPPRESS)
@@ -373,6 +384,8 @@ class SentimentCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self.load_weights()
+        config = self.config_init.predict
+        self.model.predict_options = {name: config[name] for name, _, _ in PREDICT_OPTIONS if config[name] is not None}
         # predictions go to the CSV writer as they are made; keeping them all would grow memory
         self.config_init.predict.return_predictions = False
 
@@ -418,6 +431,10 @@ class SentimentCLI(LightningCLI):
         config = self.config.fit
         if config.init_from:  # a resumed run (--ckpt_path) then restores its own weights over these
             self.load_weights()
+        headline = f"val/{self.model.headline}"  # label sets: the labels' mean F1 (macro), not accuracy
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor == CHECKPOINT_MONITOR != headline:
+                callback.monitor = headline
         if config.self_training:
             threads = [callback for callback in self.trainer.callbacks if isinstance(callback, CpuThreads)]
             self.datamodule = self_train(self.model, self.datamodule, config.trainer.as_dict(), config.seed_everything,

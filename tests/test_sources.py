@@ -91,8 +91,11 @@ def test_a_fasttext_file_is_read_as_fasttext_reads_it(tmp_path):
     chunks = [texts for texts, _ in iter_unlabelled(path)]  # predicting on it: every line, without its labels
     assert chunks == [["A great film , really .", "", "dull and long", "so-so ending", "twice the same"]]
     path.write_text("__label__a one\n__label__b __label__c two labels\n")
-    with pytest.raises(DataError, match=r"train.txt: line 2: several labels \(b, c\); this release trains one"):
-        read_labelled(path)
+    reviews = read_labelled(path)
+    assert reviews.labels == ["a", ["b", "c"]]  # a set, which --data.encoding.multi_label reads
+    with pytest.raises(DataError, match=r"^train.txt: line 2: several labels \(b, c\); to train several labels per "
+                                        r"text, set --data.encoding.multi_label true$"):
+        LabelReader(["a", "b", "c"]).read(reviews.labels, "train.txt", reviews.where)
     path.write_text("__label__a one\nno label here\n")
     with pytest.raises(DataError, match=r"train.txt: line 2: no __label__ label"):
         read_labelled(path)

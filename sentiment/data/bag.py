@@ -223,8 +223,20 @@ def log_count_ratios(ids: np.ndarray, counts: np.ndarray, classes: np.ndarray, s
                      alpha: float = 1.0) -> np.ndarray:
     """Naive Bayes log-count ratios of the n-grams ``0..size`` (row 0, padding, is zero), from the reviews'
     n-gram ids (``ids`` end to end, ``counts`` per review) and classes: for two classes one column, the second
-    class against the first (NBSVM's r); for more, one column per class, that class against the others.
+    class against the first (NBSVM's r); for more, one column per class, that class against the others; for label
+    sets (``classes`` rows of 0/1), one column per label, the texts that have it against those that do not.
     ``alpha`` smooths every count (Laplace)."""
+    if classes.ndim == 2:
+        ids = ids.astype(np.int64)
+        owners = np.repeat(np.arange(len(counts)), counts)
+        ratios = np.zeros((size + 1, classes.shape[1]))
+        everywhere = np.bincount(ids, minlength=size + 1).astype(np.float64)
+        for k in range(classes.shape[1]):
+            has = classes[:, k].astype(bool)
+            p = np.bincount(ids[has[owners]], minlength=size + 1)[1:] + alpha
+            q = everywhere[1:] - p + 2 * alpha
+            ratios[1:, k] = np.log(p / p.sum()) - np.log(q / q.sum())
+        return ratios.astype(np.float32)
     owner_class = np.repeat(classes, counts).astype(np.int64)
     present = np.bincount(ids.astype(np.int64) * num_classes + owner_class,
                           minlength=(size + 1) * num_classes).reshape(size + 1, num_classes).astype(np.float64)

@@ -26,7 +26,7 @@ from sentiment.data.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
 from sentiment.data.batches import EncodedReviews
 from sentiment.errors import DataError
 from sentiment.io import umask
-from sentiment.data.labels import LabelReader
+from sentiment.data.labels import LabelReader, looks_multiple
 from sentiment.data.pseudo_labels import Labeller, confidently_labelled
 from sentiment.data.settings import Encoding, Imdb, Unlabelled, settings_digest
 from sentiment.data.sources import (
@@ -126,8 +126,12 @@ class Corpus:
                 reviews[split] = read_labelled(sources[split], self.text_column, self.label_column, self.id_column,
                                                self.charset)
         names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
-        reader = LabelReader.from_training(reviews["train"].labels, enc.labels, names["train"])
-        classes = {split: reader.read(r.labels, names[split], r.where) for split, r in reviews.items()}
+        train = reviews["train"]
+        if enc.separator is None and not enc.labels:
+            looks_multiple(train.labels, names["train"], train.where, enc.label_separator)
+        reader = LabelReader.from_training(train.labels, enc.labels, names["train"], enc.separator)
+        classes = {split: reader.classes(r.labels, names[split], r.where, enc.separator)
+                   for split, r in reviews.items()}
         check_classes(classes["train"], reader, names["train"])
         if "val" not in reviews and enc.val_fraction > 0:
             movies = reviews["train"].groups if enc.val_by_movie else None
@@ -299,7 +303,7 @@ class Corpus:
                 reviews = read_imdb(path, ("test",), self.encoding.target).get("test")
                 if reviews is None:
                     raise DataError(self.missing_split("test"))
-            classes = LabelReader(labels).read(reviews.labels, str(path), reviews.where)
+            classes = LabelReader(labels).classes(reviews.labels, str(path), reviews.where, self.encoding.separator)
             out[split] = encode_reviews(reviews, classes, encoder, self.num_proc)
         rest = [s for s in splits if s not in apart]
         if rest and self.cached_as(encoder, labels):  # the model was trained on this cache: read it, as training did
@@ -341,12 +345,19 @@ def encode_reviews(reviews: Reviews, classes: np.ndarray, encoder: TextEncoder, 
     _, ids, lengths = encode_corpus(reviews.texts, vocab=encoder.vocab, max_length=encoder.max_length,
                                     truncation=encoder.truncation, num_proc=num_proc)
     bags = encoder.ngrams.encode(Words.of(tokenize_bytes(t) for t in reviews.texts)) if encoder.ngrams else None
-    return EncodedReviews(ids, lengths, classes.astype(np.int16), bags=bags)
+    return EncodedReviews(ids, lengths, label_array(classes), bags=bags)
+
+
+def class_counts(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Reviews per class: of class indices, or of label sets (rows of 0/1), the texts that have each label."""
+    if classes.ndim == 2:
+        return classes.sum(0, dtype=np.int64)
+    return np.bincount(classes, minlength=num_classes)
 
 
 def check_classes(classes: np.ndarray, reader: LabelReader, source: str) -> None:
     """Every class of a training split needs two reviews, and there must be two classes."""
-    counts = np.bincount(classes, minlength=len(reader.labels))
+    counts = class_counts(classes, len(reader.labels))
     if (counts > 0).sum() < 2:
         found = reader.labels[int(np.argmax(counts))]
         raise DataError(f"{source}: every training review has label {found}; a classifier needs at least two classes")
@@ -372,17 +383,23 @@ def encode_splits(read: Splits, encoding: Encoding, folder: Path, counted: int, 
         stop = start + len(reviews[split])
         np.save(folder / f"{split}.ids.npy", ids[start:stop])
         np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
-        np.save(folder / f"{split}.labels.npy", classes[split].astype(np.int16))
+        np.save(folder / f"{split}.labels.npy", label_array(classes[split]))
         if bags is not None:
             flat, counts, offsets, _ = bags
             np.save(folder / f"{split}.bag.npy", flat[offsets[start]:offsets[stop]])
             np.save(folder / f"{split}.bag_counts.npy", counts[start:stop])
         start = stop
     meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab), "labels": list(reader.labels),
-            "class_counts": np.bincount(classes["train"], minlength=len(reader.labels)).tolist()}
+            "class_counts": class_counts(classes["train"], len(reader.labels)).tolist(),
+            "multi_label": classes["train"].ndim == 2}
     if bags is not None:
         meta["bag_size"] = bags[3]
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def label_array(classes: np.ndarray) -> np.ndarray:
+    """Labels as stored: class indices as int16, label sets as rows of 0/1 in uint8."""
+    return classes.astype(np.uint8 if classes.ndim == 2 else np.int16)
 
 
 def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
@@ -404,12 +421,18 @@ def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.nd
 
 def stratified_split(classes: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded held-out share of every class (rounded, at least one of each), and the rest in their order.
+    """A seeded held-out share of every class (rounded, at least one of each), and the rest in their order; of label
+    sets (rows of 0/1), a seeded share of the texts.
 
     With ``groups``, whole groups are held out (every review of a movie on one side): groups are taken in a
     seeded order while they fit in what every class still needs, so each class gets its share, or as close to
     it as the group sizes allow. Held-out rows come shuffled, so validation batches mix the classes."""
     rng = np.random.default_rng(seed)
+    if classes.ndim == 2:  # label sets: a seeded random share (a set's many labels cannot each keep their share)
+        n = len(classes)
+        order = rng.permutation(n)
+        held = min(n - 1, max(1, round(n * fraction)))
+        return order[:held], np.sort(order[held:])
     counts = np.bincount(classes)
     wanted = np.minimum(counts - 1, np.maximum(1, np.round(counts * fraction).astype(np.int64)))
     wanted[counts == 0] = 0

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from sentiment.data.batches import (DistributedEpochShuffle, EncodedReviews, EpochShuffle, ResumableLoader,
                                 UnlabelledReviews, as_batch)
-from sentiment.data.corpus import CACHE_FOLDER, Corpus
+from sentiment.data.corpus import CACHE_FOLDER, Corpus, class_counts
 from sentiment.errors import DataError
 from sentiment.data.pseudo_labels import Labeller
 from sentiment.data.settings import GROUPS, Encoding, Imdb, Loading, Unlabelled, as_settings, plain
@@ -33,7 +33,7 @@ class SentimentDataModule(L.LightningDataModule):
     """Movie reviews as padded token-id batches: IMDb by default, or your own CSV/TSV/JSONL files.
 
     Batches are dicts: ``input_ids`` (B x T, right-padded with 0, T <= max_length), ``lengths`` (B), ``labels`` (B,
-    class indices) and, with a bag of n-grams, ``bag_ids``. Predict batches carry the raw ``text``, its row ``index``
+    class indices; with ``encoding.multi_label``, B x labels of 0/1) and, with a bag of n-grams, ``bag_ids``. Predict batches carry the raw ``text``, its row ``index``
     and ``id`` instead: the model encodes them with the vocabulary saved in its checkpoint.
 
     Args:
@@ -135,12 +135,13 @@ class SentimentDataModule(L.LightningDataModule):
     # the classes in order, and training reviews per class, as prepare_data() found them (or encoding.labels gave)
     label_names = property(lambda self: list(self._labels or self.corpus.meta()["labels"]))
     bag_size = property(lambda self: len(self.text_encoder.ngrams or ()))  # n-grams the bag knows; 0: no bag
+    multi_label = property(lambda self: self.encoding.multi_label)  # label sets: rows of 0/1, a column per label
 
     @property
     def class_counts(self) -> list[int]:
-        """Training reviews per class."""
+        """Training reviews per class (with ``multi_label``, per label)."""
         if self._labels is not None:
-            return np.bincount(self.dataset("train").labels, minlength=len(self._labels)).tolist()
+            return class_counts(np.asarray(self.dataset("train").labels), len(self._labels)).tolist()
         return list(self.corpus.meta()["class_counts"])
 
     # what a new model starts from: each n-gram's naive-Bayes log-count ratio (scaling the bag's weights) and

@@ -3,6 +3,10 @@
 A label set is a tuple of names. It is read from the training split (or given with ``--data.encoding.labels``) and
 travels in checkpoints as a plain list, so a trained model answers with the names it was trained on.
 
+With several labels per text (``multi_label``), a text's labels are a set: a cell split at the separator, a JSON
+list, or a fastText line's ``__label__`` tokens; ``LabelReader.read_sets`` reads them as rows of 0/1, a column per
+label.
+
 Order: numbers numerically (star ratings stay in rating order); the polarity words in their natural order
 (negative < neutral < positive); other strings alphabetically. Binary files keep the project's old reading:
 0/1, pos/neg, positive/negative and true/false, in any case, are ``negative`` and ``positive``.
@@ -11,6 +15,7 @@ Order: numbers numerically (star ratings stay in rating order); the polarity wor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +26,29 @@ BINARY = ("negative", "positive")  # a binary model's one logit: > 0 is the seco
 POLARITY = ("negative", "neutral", "positive")
 SYNONYMS = {"0": "negative", "1": "positive", "neg": "negative", "pos": "positive", "negative": "negative",
             "positive": "positive", "false": "negative", "true": "positive", "neutral": "neutral", "neu": "neutral"}
+
+
+def cells(value, separator: str) -> list[str]:
+    """The labels of one text's label cell: a list's items (JSONL, fastText), or a string split at ``separator``;
+    empty or missing: none."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(separator)
+    return [text for text in (str(item).strip() for item in items if item is not None) if text]
+
+
+def looks_multiple(values: Sequence, source: str, where: Sequence[str], separator: str) -> None:
+    """Warn, once, at the first value that looks like several labels, where a text has one label: it is read as one
+    class of its own, which ``multi_label`` would read as a set."""
+    marks = {separator, ",", ";", "|"}
+    for i, value in enumerate(values):
+        if isinstance(value, (list, tuple)):  # a list is several labels: read_sets reads it, read refuses it
+            continue
+        text = str(value)
+        if any(mark in text and len(cells(text, mark)) > 1 for mark in marks):
+            warnings.warn(f"{source}: {where[i]}: label {text!r} looks like several labels; it is read as one class "
+                          "of its own (several labels per text: --data.encoding.multi_label true)", stacklevel=3)
+            return
 
 
 def _number(value: str) -> float | None:
@@ -90,11 +118,18 @@ class LabelReader:
 
     @classmethod
     def from_training(cls, values: Sequence, given: Sequence[str] | None = None,
-                      source: str = "the training data") -> LabelReader:
-        """The label set of a training split's raw values (``given`` fixes the set and its order)."""
+                      source: str = "the training data", separator: str | None = None) -> LabelReader:
+        """The label set of a training split's raw values (``given`` fixes the set and its order); with a
+        ``separator``, each value is a set of labels (``cells``)."""
         if given:
             return cls([str(g).strip() for g in given])
-        named = set(_canonical({str(v).strip() for v in values}).values())
+        if separator is not None:
+            named = set(_canonical({label for value in values for label in cells(value, separator)}).values())
+            if len(named) < 2:
+                raise DataError(f"{source}: the training texts have {len(named)} label(s) "
+                                f"({', '.join(sorted(named)) or 'none'}); a multi-label classifier needs at least two")
+            return cls(order(named))
+        named = set(_canonical({str(v).strip() for v in values if not isinstance(v, (list, tuple))}).values())
         if len(named) < 2:
             raise DataError(f"{source}: every training review has label {', '.join(named) or 'none'}; a classifier "
                             "needs at least two classes")
@@ -116,10 +151,32 @@ class LabelReader:
         out = np.empty(len(values), dtype=np.int64)
         cache: dict = {}
         for i, value in enumerate(values):
+            if isinstance(value, (list, tuple)):
+                raise DataError(f"{source}: {where[i]}: several labels ({', '.join(map(str, value))}); to train several "
+                                "labels per text, set --data.encoding.multi_label true")
             key = str(value)
             found = cache[key] if key in cache else cache.setdefault(key, self.index(value))
             if found is None:
                 raise DataError(f"{source}: {where[i]}: label {value!r} is not one of the labels "
                                 f"{', '.join(self.labels)}")
             out[i] = found
+        return out
+
+    def classes(self, values: Sequence, source: str, where: Sequence[str], separator: str | None = None
+                ) -> np.ndarray:
+        """``read``'s class indices, or with a ``separator`` ``read_sets``' rows."""
+        return self.read(values, source, where) if separator is None else self.read_sets(values, separator, source,
+                                                                                         where)
+
+    def read_sets(self, values: Sequence, separator: str, source: str, where: Sequence[str]) -> np.ndarray:
+        """Each text's set of labels (``cells``) as a row of 0/1, a column per label (N x labels, uint8); a label
+        outside the set is a one-line error naming the source, the row and the known labels."""
+        out = np.zeros((len(values), len(self.labels)), dtype=np.uint8)
+        for i, value in enumerate(values):
+            for label in cells(value, separator):
+                k = self.index(label)
+                if k is None:
+                    raise DataError(f"{source}: {where[i]}: label {label!r} is not one of the labels "
+                                    f"{', '.join(self.labels)}")
+                out[i, k] = 1
         return out

@@ -37,10 +37,15 @@ class Encoding:
         bag_min_count: an n-gram joins the bag's table if at least this many training reviews have it.
         labels: the label set and its order (e.g. ``[negative, neutral, positive]``); default: the values found in
             the training split, numbers in numeric order, negative < neutral < positive, other words alphabetically.
+        multi_label: each text has a set of labels, any number of them (emotions, aspects, tags): a label cell
+            holds them separated by ``label_separator``, a JSONL label may be a list, a fastText line may have
+            several ``__label__X``, and an empty cell means none. The model gives each label its own probability
+            (fastText's ``-loss ova``) and answers every label above its threshold, chosen on validation for F1.
+        label_separator: what separates the labels of a cell with ``multi_label``.
         target: with IMDb, ``label`` (positive/negative) or ``rating`` (the star rating in each file name, 1-4 and
             7-10: an 8-class task).
         val_fraction: share of the training data held out for validation when there is no ``val_file``.
-        seed: seed of the validation split (stratified: every class keeps its share).
+        seed: seed of the validation split (stratified: every class keeps its share; with ``multi_label``, random).
         val_by_movie: with IMDb, the validation split takes whole movies (every review of a movie on one side;
             ``urls_*.txt`` in the archive names each review's movie), as the official test split's movies are all
             new: a random split shares movies with training and overstates accuracy. Where the source does not name
@@ -54,6 +59,8 @@ class Encoding:
     bag_ngrams: int = 3  # words, pairs and triples of the whole review: +3 points on IMDb (BENCHMARKS.md)
     bag_min_count: int = 2
     labels: tuple[str, ...] | None = None
+    multi_label: bool = False
+    label_separator: str = ";"
     target: Target = "label"
     val_fraction: float = 0.1
     seed: int = 42
@@ -69,10 +76,17 @@ class Encoding:
             raise ValueError(f"bag_ngrams must be 0 (no bag) to 8 words, got {self.bag_ngrams}")
         if self.bag_min_count < 1:
             raise ValueError(f"bag_min_count must be at least 1, got {self.bag_min_count}")
+        if not self.label_separator.strip():
+            raise ValueError(f"label_separator must be a visible character or string, got {self.label_separator!r}")
         if self.target not in IMDB_TARGETS:
             raise ValueError(f"target must be one of {', '.join(IMDB_TARGETS)}, got {self.target!r}")
         if self.labels is not None:  # a list from YAML or Python: a tuple of names, so that equal sets compare equal
             object.__setattr__(self, "labels", tuple(str(label).strip() for label in self.labels))
+
+    @property
+    def separator(self) -> str | None:
+        """What splits a label cell into a text's labels with ``multi_label``; None: a text has one label."""
+        return self.label_separator if self.multi_label else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for checkpoints and hyperparameters, which load as data only)."""

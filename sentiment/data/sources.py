@@ -445,8 +445,8 @@ def split_fasttext(line: str) -> tuple[list[str], str]:
 
 def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
     """A labelled file in fastText's format, as fastText reads it: every whitespace-separated token starting with
-    ``__label__`` is a label, the others are the text; blank lines are skipped. One label per line (several need
-    multi-label training, which this release does not have)."""
+    ``__label__`` is a label, the others are the text; blank lines are skipped. A line with several labels has them as
+    a list (read with ``multi_label``)."""
     texts, labels, where = [], [], []
     with _open_text(path, charset) as f:
         for lineno, line in enumerate(f, 1):
@@ -459,11 +459,9 @@ def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
                                     f"JSONL or fastText's format (lines starting with {FASTTEXT_LABEL}LABEL)")
                 raise DataError(f"{path}: line {lineno}: no {FASTTEXT_LABEL} label; every line of a fastText file "
                                 "needs one")
-            if len(set(found)) > 1:
-                raise DataError(f"{path}: line {lineno}: several labels ({', '.join(found)}); this release trains "
-                                "one label per text")
+            distinct = list(dict.fromkeys(found))
             texts.append(text)
-            labels.append(found[0])
+            labels.append(distinct[0] if len(distinct) == 1 else distinct)  # several: a set (multi_label)
             where.append(f"line {lineno}")
     if not texts:
         raise DataError(f"{path}: the file is empty")

@@ -24,7 +24,8 @@ from sentiment.data.settings import GROUPS, Encoding
 from sentiment.data.text import TextEncoder, Vocab
 
 ENCODER_KEY = "text_encoder"  # the TextEncoder's plain-data form, beside the weights
-CALIBRATION_KEY = "calibration"  # {"temperature": T}, fitted on validation (sentiment.training.calibration)
+# {"temperature": T} and, for label sets, {"thresholds": [...]}: fitted on validation (sentiment.training.calibration)
+CALIBRATION_KEY = "calibration"
 NETWORK_PREFIX = "net."  # the network's weights in the LightningModule's state_dict
 # Network settings that checkpoints before NetConfig may hold and that no longer exist: the hashed-bigram bag's
 GONE_NETWORK_SETTINGS = ("ngram_buckets", "ngram_dim")  # a model is readable if the first is 0 (no such bag)
@@ -76,6 +77,7 @@ def load_model_settings(checkpoint: Mapping[str, Any], path: str | os.PathLike =
         raise DataError(f"{path}: this model has a bag of hashed bigrams (ngram_buckets), which this sentiment release "
                         "no longer has; retrain it (the default bag of n-grams reads every word)")
     settings.setdefault("bag_size", 0)
+    settings.setdefault("multi_label", False)
     for fixed in ("pad_id", "unk_id"):  # always the vocabulary's: checkpoints before NetConfig named them
         settings.pop(fixed, None)
     return {**settings, "net": net}
@@ -85,7 +87,8 @@ def load_network(checkpoint: Mapping[str, Any], path: str | os.PathLike = "check
     """The trained network of a checkpoint read by ``read_checkpoint``, in eval mode."""
     settings = load_model_settings(checkpoint, path)
     net = SentimentNet(settings["vocab_size"], NetConfig(**settings["net"]), num_classes=len(load_labels(checkpoint)),
-                       bag_size=settings["bag_size"], pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
+                       bag_size=settings["bag_size"], pad_id=Vocab.pad_id, unk_id=Vocab.unk_id,
+                       multi_label=bool(settings.get("multi_label")))
     weights = {key[len(NETWORK_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
                if key.startswith(NETWORK_PREFIX)}
     net.load_state_dict(weights)
@@ -102,6 +105,12 @@ def load_temperature(checkpoint: Mapping[str, Any]) -> float:
     return float((checkpoint.get(CALIBRATION_KEY) or {}).get("temperature", 1.0))
 
 
+def load_thresholds(checkpoint: Mapping[str, Any], labels: int) -> torch.Tensor:
+    """Each label's threshold, for a model of label sets (0.5 where none was chosen)."""
+    saved = (checkpoint.get(CALIBRATION_KEY) or {}).get("thresholds")
+    return torch.tensor(saved, dtype=torch.float32) if saved else torch.full((labels,), 0.5)
+
+
 def load_text_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike = "checkpoint") -> TextEncoder:
     """The tokenizer settings and vocabulary a checkpoint's model was trained with."""
     if ENCODER_KEY not in checkpoint:
@@ -110,10 +119,14 @@ def load_text_encoder(checkpoint: Mapping[str, Any], path: str | os.PathLike = "
     return TextEncoder.from_dict(checkpoint[ENCODER_KEY])
 
 
-def add_inference_state(checkpoint: dict[str, Any], encoder: TextEncoder | None, temperature: float) -> dict[str, Any]:
+def add_inference_state(checkpoint: dict[str, Any], encoder: TextEncoder | None, temperature: float,
+                        thresholds: torch.Tensor | None = None) -> dict[str, Any]:
     """What a trained model needs besides its weights to answer raw text, written into ``checkpoint``: its text
-    encoder (vocabulary, tokenizer settings, n-gram table, as plain data) and its calibrating temperature."""
+    encoder (vocabulary, tokenizer settings, n-gram table, as plain data), its calibrating temperature and, for
+    label sets, each label's threshold."""
     checkpoint[CALIBRATION_KEY] = {"temperature": float(temperature)}
+    if thresholds is not None:
+        checkpoint[CALIBRATION_KEY]["thresholds"] = [float(t) for t in thresholds]
     if encoder is not None:
         checkpoint[ENCODER_KEY] = encoder.to_dict()
     return checkpoint

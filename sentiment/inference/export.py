@@ -6,10 +6,12 @@ Inputs ``input_ids`` (int64, batch x length, right-padded with 0) and ``lengths`
 with a bag of n-grams ``bag_ids`` (int64, batch x n-grams, right-padded with 0; ``TextEncoder.model_inputs``
 makes all three); output
 ``probabilities`` (float32, batch x labels, in the order of the ``labels`` metadata; calibrated with the
-checkpoint's temperature, as the ``Predictor`` answers). The batch and the length are
+checkpoint's temperature, as the ``Predictor`` answers; of a multi-label model, each label's own probability, a text
+having the labels whose probability reaches their ``thresholds``). The batch and the length are
 free. The model's metadata carries what a runtime needs to make those inputs: ``text_encoder`` (JSON:
 ``sentiment.data.text.TextEncoder.to_dict()``, the vocabulary and tokenizer settings), and for other languages
-``labels``, ``max_length`` and ``truncation`` (JSON) on their own.
+``labels``, ``max_length``, ``truncation`` and ``multi_label`` (JSON) on their own, with ``thresholds`` (a list, one per
+label) for a multi-label model.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ class _Probabilities(torch.nn.Module):
 def metadata(predictor: Predictor) -> dict[str, str]:
     """What a runtime needs besides the graph, as ONNX metadata (strings)."""
     encoder = predictor.encoder
-    return {"text_encoder": json.dumps(encoder.to_dict()), "labels": json.dumps(list(predictor.labels)),
-            "max_length": json.dumps(encoder.max_length), "truncation": json.dumps(encoder.truncation)}
+    meta = {"text_encoder": json.dumps(encoder.to_dict()), "labels": json.dumps(list(predictor.labels)),
+            "max_length": json.dumps(encoder.max_length), "truncation": json.dumps(encoder.truncation),
+            "multi_label": json.dumps(predictor.multi_label)}
+    if predictor.multi_label:
+        meta["thresholds"] = json.dumps([round(float(t), 6) for t in predictor.thresholds])
+    return meta
 
 
 def export(ckpt_path: str, output: str = "model.onnx") -> None:

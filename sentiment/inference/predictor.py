@@ -27,7 +27,7 @@ import torch
 
 from sentiment.data.bag import word_shares
 from sentiment.inference.checkpoint import (load_labels, load_network, load_temperature, load_text_encoder,
-                                            read_checkpoint)
+                                            load_thresholds, read_checkpoint)
 from sentiment.cpu import native_bfloat16, usable_bfloat16
 from sentiment.network.gate_tables import TABLES_FROM, GateTables
 from sentiment.data.labels import BINARY, numeric_values
@@ -49,7 +49,9 @@ def default_compute() -> Compute:
 class Predictor:
     """Raw reviews in, answers out, in input order: the predicted ``label``, its probability as ``score``, the
     probability of every class as ``scores`` and, where the labels are numbers (star ratings), ``expected``: the
-    probability-weighted label, a rating to sort by.
+    probability-weighted label, a rating to sort by. A model of label sets (``multi_label``) answers ``labels``, the
+    labels whose probability reaches their threshold (most probable first; none is an answer too), and ``scores``,
+    each label's own probability.
 
     Batches run on ``threads`` worker threads at once, one core each: on two cores that reads 1.2x as many
     reviews a second as one batch at a time on two cores (BENCHMARKS.md), since a recurrence's small steps
@@ -60,6 +62,11 @@ class Predictor:
         encoder: the text encoder it was trained with.
         labels: the classes, in the order of the network's outputs (default: ``negative``, ``positive``).
         temperature: the logits are divided by it before the probabilities are taken (calibration).
+        thresholds: for label sets, each label's probability from which a text has it (chosen on validation for F1;
+            default 0.5).
+        threshold: for label sets, one threshold for every label instead of ``thresholds``.
+        top_k: for label sets, the ``top_k`` most probable labels of every text, whatever their probability (with
+            ``threshold``, at most ``top_k`` of those that reach it; fastText's ``predict-prob k threshold``).
         compute: ``bfloat16`` (the recurrence in bfloat16, the output layer in float32), ``float32`` (through
             per-word gate tables, ``sentiment.network.gate_tables``, where the network allows; else PyTorch's LSTM) or
             ``float32-plain`` (PyTorch's own LSTM kernel). Default: ``bfloat16`` where the CPU computes in it
@@ -72,7 +79,8 @@ class Predictor:
 
     def __init__(self, net: SentimentNet, encoder: TextEncoder, labels: Sequence[str] = BINARY,
                  temperature: float = 1.0, compute: Compute | None = None, batch_size: int = 256,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, thresholds: Sequence[float] | torch.Tensor | None = None,
+                 threshold: float | None = None, top_k: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if compute is not None and compute not in COMPUTES:
@@ -89,6 +97,22 @@ class Predictor:
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.labels, self.temperature = tuple(labels), float(temperature)
+        self.multi_label = net.multi_label
+        if not self.multi_label and (threshold is not None or top_k is not None):
+            raise ValueError("threshold and top_k choose among the labels of a multi-label model; this model answers "
+                             "one label per text")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if threshold is not None:
+            thresholds = [threshold] * len(self.labels)
+        elif thresholds is None or top_k is not None:  # top_k alone: the k most probable, whatever their probability
+            thresholds = [0.5 if top_k is None else 0.0] * len(self.labels)
+        self.thresholds = torch.as_tensor(thresholds, dtype=torch.float32)
+        if self.multi_label and self.thresholds.shape != (len(self.labels),):
+            raise ValueError(f"thresholds: one per label ({len(self.labels)}), got {tuple(self.thresholds.shape)}")
+        self.top_k = top_k
         values = numeric_values(self.labels)
         self._values = values.tolist() if values is not None else None
         self._pool: ThreadPoolExecutor | None = None
@@ -97,11 +121,12 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> Predictor:
         """Read a checkpoint written by ``sentiment fit`` (as data only: nothing in it runs) and hold its model.
 
-        ``options`` are ``Predictor``'s own (``compute``, ``batch_size``, ``threads``).
+        ``options`` are ``Predictor``'s own (``compute``, ``batch_size``, ``threads``, ``threshold``, ``top_k``).
         """
         checkpoint = read_checkpoint(path)
-        predictor = cls(load_network(checkpoint, path), load_text_encoder(checkpoint, path), load_labels(checkpoint),
-                        load_temperature(checkpoint), **options)
+        labels = load_labels(checkpoint)
+        predictor = cls(load_network(checkpoint, path), load_text_encoder(checkpoint, path), labels,
+                        load_temperature(checkpoint), thresholds=load_thresholds(checkpoint, len(labels)), **options)
         predictor.net.keep_inference_casts()  # this network's weights never change
         return predictor
 
@@ -154,9 +179,10 @@ class Predictor:
 
     def probabilities(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """The probability of every class (B x classes, float32, calibrated), the network run in the caller's
-        precision (``running`` sets ours); ``bag_ids`` for a network with a bag (``TextEncoder.model_inputs``)."""
-        return probabilities(self.logits(input_ids, lengths, bag_ids).float() / self.temperature)
+        """The probability of every class (B x classes, float32, calibrated; of label sets, each label's own), the
+        network run in the caller's precision (``running`` sets ours); ``bag_ids`` for a network with a bag
+        (``TextEncoder.model_inputs``)."""
+        return probabilities(self.logits(input_ids, lengths, bag_ids).float() / self.temperature, self.multi_label)
 
     def logits(self, input_ids: torch.Tensor, lengths: torch.Tensor, bag_ids: torch.Tensor | None = None
                ) -> torch.Tensor:
@@ -184,6 +210,9 @@ class Predictor:
     def answers(self, probs: torch.Tensor) -> list[dict[str, Any]]:
         """Answers from class probabilities (B x classes)."""
         labels, values = self.labels, self._values
+        if self.multi_label:
+            return [{"labels": answered, "scores": dict(zip(labels, row))}
+                    for answered, row in zip(self.label_sets(probs), probs.tolist())]
         best = probs.argmax(dim=1).tolist()
         out = []
         for k, row in zip(best, probs.tolist()):
@@ -193,17 +222,28 @@ class Predictor:
             out.append(answer)
         return out
 
-    def explain(self, text: str) -> dict[str, Any]:
-        """Classify one review and say how much each word it read weighed.
+    def label_sets(self, probs: torch.Tensor) -> list[list[str]]:
+        """Each text's labels (of label probabilities, B x labels): those that reach their threshold, at most
+        ``top_k``, most probable first."""
+        order = probs.argsort(dim=1, descending=True)
+        chosen = (probs >= self.thresholds).gather(1, order)
+        if self.top_k is not None:
+            chosen[:, self.top_k:] = False
+        return [[self.labels[k] for k, keep in zip(row, kept) if keep]
+                for row, kept in zip(order.tolist(), chosen.tolist())]
+
+    def explain(self, text: str, label: str | None = None) -> dict[str, Any]:
+        """Classify one review and say how much each word it read weighed for ``label`` (default: the predicted
+        label; of label sets, the most probable), named in the answer as ``explained``.
 
         Returns the answer (``label``, ``score``, ``scores``, ...) with ``method`` and ``words``:
         ``[{"word": ..., "weight": ...}]`` for the tokens the model reads, in order. With attention pooling the
         weights are the attention weights (they sum to 1). Otherwise they are occlusion scores: how much the
-        probability of the predicted label drops when that word is replaced by ``<unk>`` (negative for words
+        probability of the explained label drops when that word is replaced by ``<unk>`` (negative for words
         that speak against it).
 
         A model with a bag of n-grams reads every word of the review: ``method`` is then ``ngrams``, ``words``
-        holds every token, and each weight is the word's exact share of what the bag adds to the predicted
+        holds every token, and each weight is the word's exact share of what the bag adds to the explained
         label's logit (each n-gram's part split among its words; negative against the label; they sum to
         ``bag_logit``). The recurrent part's own weights (attention or occlusion) stay beside them as
         ``read``, on the tokens it reads.
@@ -213,15 +253,18 @@ class Predictor:
         bag_ids = inputs.get("bag_ids")
         with self.running():
             if not ids:  # nothing to read: the model still answers, with nothing to highlight
-                return {**self.answers(self.probabilities(**inputs))[0], "method": "none", "words": []}
+                probs = self.probabilities(**inputs)
+                return {**self.answers(probs)[0], "explained": self.labels[self._explained(label, probs[0])],
+                        "method": "none", "words": []}
             input_ids, lengths = inputs["input_ids"], inputs["lengths"]
             logits, attention = self.net(input_ids, lengths, bag_ids, return_attention=True)
-            probs = probabilities(logits.float() / self.temperature)
+            probs = probabilities(logits.float() / self.temperature, self.multi_label)
             answer = self.answers(probs)[0]
+            k = self._explained(label, probs[0])
+            answer["explained"] = self.labels[k]
             if attention is not None:
                 method, weights = "attention", attention[0, : len(ids)].float()
             else:  # one copy of the review per word, with that word hidden
-                k = self.labels.index(answer["label"])
                 occluded = input_ids.repeat(len(ids), 1)
                 occluded.fill_diagonal_(Vocab.unk_id)
                 without = self.probabilities(occluded, lengths.repeat(len(ids)),
@@ -230,7 +273,8 @@ class Predictor:
         read = [{"word": w, "weight": round(x, 5)} for w, x in zip(words, weights.tolist())]
         if self.net.linear_bag is None:
             return {**answer, "method": method, "words": read}
-        k, binary, bag = self.labels.index(answer["label"]), len(self.labels) == 2, self.net.linear_bag
+        bag = self.net.linear_bag
+        binary = bag.weight.weight.shape[1] == 1
         # one logit for two classes, > 0 speaking for the second: its terms count against the first
         column, sign = (0, 1.0 if k else -1.0) if binary else (k, 1.0)
         added = sign * bag.weighted_table()[:, column].double().numpy()
@@ -239,6 +283,14 @@ class Predictor:
         return {**answer, "method": "ngrams", "bag_logit": round(float(shares.sum()), 5),
                 "words": [{"word": t.decode(), "weight": round(x, 5)} for t, x in zip(tokens, shares.tolist())],
                 "read": {"method": method, "words": read}}
+
+    def _explained(self, label: str | None, probs: torch.Tensor) -> int:
+        """The index of the label an explanation is of: ``label``, or the most probable."""
+        if label is None:
+            return int(probs.argmax())
+        if label not in self.labels:
+            raise ValueError(f"label {label!r} is not one of the model's labels {', '.join(self.labels)}")
+        return self.labels.index(label)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

@@ -213,6 +213,8 @@ class SentimentNet(nn.Module):
         vocab_size: number of token ids.
         config: the network's settings (``NetConfig``; default: the recipe we recommend).
         num_classes: classes to tell apart (2: one logit, read with a sigmoid; more: a logit per class).
+        multi_label: the classes are labels a text may have any number of: a logit per label, each read with its
+            own sigmoid.
         bag_size: n-grams in the table of the linear bag over the whole review (``LinearBag``; the data module's
             ``bag_size``), whose logits add to the recurrent part's; 0: none.
         pad_id: id of the padding token (its embedding stays zero).
@@ -221,11 +223,12 @@ class SentimentNet(nn.Module):
     """
 
     def __init__(self, vocab_size: int, config: NetConfig | Mapping[str, Any] | None = None, num_classes: int = 2,
-                 bag_size: int = 0, pad_id: int = 0, unk_id: int = 1, **changes: Any) -> None:
+                 bag_size: int = 0, pad_id: int = 0, unk_id: int = 1, multi_label: bool = False, **changes: Any) -> None:
         super().__init__()
         self.config = c = NetConfig.of(config, **changes)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.multi_label = multi_label
         self.pooling, self.bidirectional = c.pooling, c.bidirectional
         self.word_dropout, self.unk_id = c.word_dropout, unk_id
         self.embedding = nn.Embedding(vocab_size, c.embed_dim, padding_idx=pad_id)
@@ -235,7 +238,7 @@ class SentimentNet(nn.Module):
         state_dim = self.encoder.output_dim
         self.attention = AdditivePooling(state_dim) if c.pooling == "attention" else None
         self.dropout = nn.Dropout(c.dropout)
-        self.head = nn.Linear(state_dim * (2 if c.pooling == "mean_max" else 1), 1 if num_classes == 2 else num_classes)
+        self.head = nn.Linear(state_dim * (2 if c.pooling == "mean_max" else 1), 1 if num_classes == 2 and not multi_label else num_classes)
         self.linear_bag = (LinearBag(bag_size, self.head.out_features, c.bag_init, c.bag_dropout) if bag_size
                            else None)
         self.keep_inference_casts(False)
@@ -355,7 +358,17 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smooth
     """Cross-entropy of class indices ``labels`` under ``logits``: binary on one logit per review (numerically
     stable), softmax over a logit per class otherwise. ``label_smoothing`` pulls the targets towards the uniform
     distribution (0.5 for two classes); ``class_weights`` (one per class) weigh each review's loss by its class,
-    and the mean is taken over those weights."""
+    and the mean is taken over those weights.
+
+    Label sets (``labels`` B x labels, 0/1): the binary cross-entropy of every label's own logit, summed over the
+    labels (a text's loss does not shrink as the label set grows), each target smoothed towards 0.5;
+    ``class_weights`` then weigh each label's positive texts (``pos_weight``)."""
+    if labels.dim() == 2:
+        target = labels.to(logits.dtype)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+        weight = None if class_weights is None else class_weights.to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="sum") / len(logits)
     if logits.dim() == 2:
         return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing)
     target = labels.float()
@@ -367,8 +380,10 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smooth
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Each class's probability (B x classes) from either form of logits."""
+def probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """Each class's probability (B x classes) from either form of logits; with ``multi_label``, each label's own."""
+    if multi_label:
+        return torch.sigmoid(logits.float())
     if logits.dim() == 2:
         return torch.softmax(logits.float(), dim=-1)
     positive = torch.sigmoid(logits.float())

@@ -71,3 +71,25 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float,
     temperature = fit_temperature(logits, labels)
     after = expected_calibration_error(probabilities(logits / temperature), labels)
     return (temperature, before, after) if after < before else (1.0, before, before)
+
+
+def best_thresholds(probs: torch.Tensor, targets: torch.Tensor, default: float = 0.5) -> torch.Tensor:
+    """For label sets: each label's threshold that gives it the highest F1 on these texts (``probs`` and 0/1
+    ``targets``, B x labels), halfway between the lowest probability it answers and the next below; ``default``
+    for a label no text has (its F1 is then 0 at any threshold)."""
+    probs, targets = probs.detach().float().cpu(), targets.detach().cpu().bool()
+    thresholds = torch.full((probs.shape[1],), default)
+    for k in range(probs.shape[1]):
+        positives = int(targets[:, k].sum())
+        if positives == 0:
+            continue
+        order = probs[:, k].argsort(descending=True)
+        p, hit = probs[order, k], targets[order, k].float()
+        true_positives = hit.cumsum(0)
+        answered = torch.arange(1, len(p) + 1, dtype=torch.float32)
+        f1 = 2 * true_positives / (answered + positives)
+        f1[:-1][p[:-1] == p[1:]] = -1  # a cut between equal probabilities is no threshold
+        best = int(f1.argmax())
+        below = p[best + 1] if best + 1 < len(p) else p[best] - 1e-6
+        thresholds[k] = float((p[best] + below) / 2)
+    return thresholds

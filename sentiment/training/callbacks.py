@@ -21,6 +21,7 @@ from sentiment.cpu import CpuLoad
 from sentiment.inference.checkpoint import write_checkpoint
 from sentiment.io import atomic_open
 from sentiment.data.labels import numeric_values
+from sentiment.data.settings import Encoding
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -205,6 +206,8 @@ class PredictionWriter(BasePredictionWriter):
     probability), ``p_<label>`` for every class (for a binary model ``p_positive`` is the probability that the
     review is positive), ``expected`` where the labels are numbers (the probability-weighted label), and ``id``
     when the input has an id column; an empty (or blank) review's row has its index and id alone, the rest empty.
+    A model of label sets writes ``labels`` (the predicted labels, most probable first, joined by the data's
+    ``label_separator``; empty for none) in place of ``label`` and ``score``.
     The file appears only once complete.
 
     Args:
@@ -220,6 +223,8 @@ class PredictionWriter(BasePredictionWriter):
         self.rows = 0
 
     def on_predict_start(self, trainer, pl_module) -> None:
+        encoding = getattr(trainer.datamodule, "encoding", None)
+        self._separator = encoding.label_separator if encoding is not None else Encoding.label_separator
         self._output = atomic_open(self.output_path, "w", newline="", encoding="utf-8")
         self._file = self._output.__enter__()
         self._writer = None
@@ -241,7 +246,8 @@ class PredictionWriter(BasePredictionWriter):
             if texts is not None and not texts[k].strip():  # an empty line: nothing to classify, and it says so
                 rows.append([i, *[""] * (len(self._columns) - 1)])
                 continue
-            row = [i, a["label"], f"{a['score']:.6f}", *(f"{p:.6f}" for p in a["scores"].values())]
+            decided = [self._separator.join(a["labels"])] if "labels" in a else [a["label"], f"{a['score']:.6f}"]
+            row = [i, *decided, *(f"{p:.6f}" for p in a["scores"].values())]
             if expected:
                 row.append(f"{a['expected']:.4f}")
             rows.append(row)
@@ -253,7 +259,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def _header(self, pl_module, with_id: bool) -> list[str]:
         labels = pl_module.labels
-        self._columns = ["index", "label", "score", *(f"p_{label}" for label in labels)]
+        decided = ["labels"] if pl_module.multi_label else ["label", "score"]
+        self._columns = ["index", *decided, *(f"p_{label}" for label in labels)]
         if numeric_values(labels) is not None:
             self._columns.append("expected")
         return self._columns + (["id"] if with_id else [])

@@ -16,25 +16,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchmetrics import MeanAbsoluteError, MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryAUROC,
-    BinaryConfusionMatrix,
-    BinaryF1Score,
-    BinaryPrecision,
-    BinaryRecall,
-    MulticlassAccuracy,
-    MulticlassAUROC,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
-from sentiment.training.calibration import calibrate, expected_calibration_error
+from sentiment.training.calibration import best_thresholds, calibrate, expected_calibration_error
+from sentiment.training.metrics import HEADLINE, HPARAM_METRICS, task_metrics, training_metric
 from sentiment.training.schedules import OneCycle
-from sentiment.inference.checkpoint import ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder
+from sentiment.inference.checkpoint import (ENCODER_KEY, add_inference_state, load_temperature, load_text_encoder,
+                                            load_thresholds)
 from sentiment import cpu
 from sentiment.errors import DataError
 from sentiment.data.labels import BINARY, numeric_values
@@ -50,7 +39,9 @@ class SentimentClassifier(L.LightningModule):
     """The model: a sentiment classifier over token ids for any label set, trained with its loss and metrics.
 
     It logs accuracy, F1, precision, recall, AUROC and the calibration error (and, for numeric labels such as star
-    ratings, the mean absolute error).
+    ratings, the mean absolute error); with several labels per text (``multi_label``), macro and micro F1 (each
+    label's too), example-based Jaccard, subset accuracy and Hamming loss, at each label's threshold, chosen for F1
+    on the validation split while fitting and kept in checkpoints.
 
     The defaults are the recipe we recommend (``configs/imdb.yaml``): ``SentimentClassifier(vocab_size=...)``
     is the good model. The network's settings are one ``NetConfig`` (``net={"hidden_dim": 128}``;
@@ -62,6 +53,9 @@ class SentimentClassifier(L.LightningModule):
         classes: the label set, in order (linked from the data module by the CLI: ``dm.label_names``;
             default: negative, positive); two classes train one logit with a sigmoid, more a logit per class
             with a softmax.
+        multi_label: the classes are labels a text may have any number of (linked from the data module by the CLI:
+            ``dm.multi_label``): a logit per label, each read with its own sigmoid, trained with binary
+            cross-entropy.
         bag_size: n-grams in the data's bag of n-grams (linked from the data module by the CLI: ``dm.bag_size``);
             0: no bag.
         net: the network's settings (``NetConfig``: ``--model.net.hidden_dim``, ...; a dict of the settings that
@@ -72,7 +66,8 @@ class SentimentClassifier(L.LightningModule):
         warmup_ratio: share of the training steps spent warming up (``onecycle`` and ``cosine``).
         label_smoothing: pull the training targets this far towards the uniform distribution.
         class_weights: ``balanced``: weigh each training review's loss by the inverse of its class's frequency
-            (for imbalanced data); ``none``: every review alike.
+            (for imbalanced data; with ``multi_label``, each label's positive texts by the square root of its
+            negatives over its positives); ``none``: every review alike.
         adversarial: adversarial training: the norm of the shift of each review's embeddings along the loss
             gradient, trained on beside the clean input (0: off; about twice the training time).
         adversarial_every: take the adversarial loss on one training step in this many (1: every step); the
@@ -86,6 +81,7 @@ class SentimentClassifier(L.LightningModule):
         self,
         vocab_size: int | None = None,
         classes: list[str] | None = None,
+        multi_label: bool = False,
         bag_size: int = 0,
         net: NetConfig = NetConfig(),  # frozen: one shared default is safe, and LightningCLI shows its fields
         lr: float = 4e-3,
@@ -107,6 +103,7 @@ class SentimentClassifier(L.LightningModule):
         if adversarial_every < 1:
             raise ValueError(f"adversarial_every must be 1 or more, got {adversarial_every}")
         self.labels = tuple(classes) if classes else BINARY
+        self.multi_label = multi_label
         config = NetConfig.of(net)
         # plain data, so that checkpoints load with weights_only: the label set as strings, and every network
         # setting, defaults included (a checkpoint rebuilds its network whatever the defaults become); nothing of
@@ -114,24 +111,20 @@ class SentimentClassifier(L.LightningModule):
         self.save_hyperparameters({**given, "classes": list(self.labels), "net": dataclasses.asdict(config)})
         # the vocabulary's padding and unknown-word ids are fixed (Vocab): no setting could change them
         self.net = SentimentNet(vocab_size, config, num_classes=len(self.labels), bag_size=bag_size,
-                                pad_id=Vocab.pad_id, unk_id=Vocab.unk_id)
+                                pad_id=Vocab.pad_id, unk_id=Vocab.unk_id, multi_label=multi_label)
         self.text_encoder: TextEncoder | None = None
-        self.temperature = 1.0  # fitted on validation (sentiment.training.calibration); travels in checkpoints
+        # fitted on validation (sentiment.training.calibration), travelling in checkpoints: the temperature of a
+        # text's one label, or each label's threshold (its probability from which a text has it)
+        self.temperature = 1.0
+        self.thresholds = torch.full((len(self.labels),), 0.5) if multi_label else None
+        self.predict_options: dict[str, Any] = {}  # the Predictor's, for predict_step (`sentiment predict --top_k`)
         self.values = numeric_values(self.labels)  # star ratings and other numbers: their values, for `mae`
         k = len(self.labels)
-        if k == 2:  # today's binary metrics, keys and meanings
-            metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "precision": BinaryPrecision(),
-                       "recall": BinaryRecall(), "auroc": BinaryAUROC()}
-            self.train_acc = BinaryAccuracy(validate_args=False)  # our own decisions and 0/1 labels: half the cost
-            self.val_confusion = BinaryConfusionMatrix()
-        else:
-            metrics = {"acc": MulticlassAccuracy(k, average="micro"), "f1": MulticlassF1Score(k),
-                       "precision": MulticlassPrecision(k), "recall": MulticlassRecall(k), "auroc": MulticlassAUROC(k),
-                       "class_f1": MulticlassF1Score(k, average=None)}
-            if self.values is not None:
-                metrics["mae"] = MeanAbsoluteError()
-            self.train_acc = MulticlassAccuracy(k, average="micro", validate_args=False)
-            self.val_confusion = MulticlassConfusionMatrix(k)
+        metrics = task_metrics(self.labels, multi_label, numeric=self.values is not None)
+        self.train_key, self.train_acc = training_metric(self.labels, multi_label)
+        self.headline = HEADLINE[multi_label]
+        self.val_confusion = (None if multi_label else BinaryConfusionMatrix() if k == 2
+                              else MulticlassConfusionMatrix(k))
         self.val_metrics = MetricCollection(metrics, prefix="val/", compute_groups=False)
         self.test_metrics = self.val_metrics.clone(prefix="test/")
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -175,23 +168,30 @@ class SentimentClassifier(L.LightningModule):
     def _account(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor,
                  adversarial_loss: torch.Tensor | None) -> None:
         """A step's metrics and logs."""
-        n = labels.numel()
+        n = len(labels)
         if stage == "train":
             if adversarial_loss is not None:
                 self.log("train/adversarial_loss", adversarial_loss.detach(), batch_size=n)
             # decisions, not probabilities: torchmetrics would check every probability is in [0, 1] each step
-            self.train_acc.update(_decisions(logits), labels)  # logged once, at the epoch end
+            self.train_acc.update(self._decisions(logits), labels)  # logged once, at the epoch end
             self.log("train/loss", loss, prog_bar=True, batch_size=n)
             return
         logits = logits.float()
-        self._update(self.val_metrics if stage == "val" else self.test_metrics, logits, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        if stage == "val":
-            self.val_confusion.update(_decisions(logits), labels)
+        if stage == "val":  # label sets are measured at the epoch's end, at the thresholds chosen on all of them
             self._val_outputs.append((logits.cpu(), labels.cpu()))
+            if self.multi_label:
+                return
+            self.val_confusion.update(self._decisions(logits), labels)
+        self._update(self.val_metrics if stage == "val" else self.test_metrics, logits, labels)
 
     def _update(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        probs = probabilities(logits)
+        probs = probabilities(logits, self.multi_label)
+        if self.multi_label:
+            decided = (probs >= self.thresholds.to(probs.device)).long()
+            for name, metric in metrics.items(keep_base=True):
+                metric.update(probs if name.endswith("auroc") else decided, labels)
+            return
         for name, metric in metrics.items(keep_base=True):
             if name.endswith("mae"):
                 values = torch.as_tensor(self.values, dtype=torch.float32, device=labels.device)
@@ -213,12 +213,17 @@ class SentimentClassifier(L.LightningModule):
                 out[key] = value
         return out
 
+    def _decisions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each review's class from either form of logits (one per review: > 0 is the second class); of label sets,
+        each label whose probability is above 0.5."""
+        return (logits > 0).long() if logits.dim() == 1 or self.multi_label else logits.argmax(dim=-1)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
     def on_train_epoch_end(self) -> None:
         # Each self.log call costs Lightning about 0.6 ms, so the accuracy is logged once an epoch, not every step
-        self.log("train/acc", self.train_acc.compute(), prog_bar=True, sync_dist=True)
+        self.log(f"train/{self.train_key}", self.train_acc.compute(), prog_bar=True, sync_dist=True)
         self.train_acc.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -228,28 +233,37 @@ class SentimentClassifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
+        fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        outputs = self._val_outputs
+        logits = torch.cat([x for x, _ in outputs]) if outputs else None
+        labels = torch.cat([y for _, y in outputs]) if outputs else None
+        if self.multi_label and outputs:
+            if fitting:  # each label's threshold: the one of the best F1 on these texts
+                self.thresholds = best_thresholds(probabilities(logits, True), labels)
+            self._update(self.val_metrics, logits, labels)
         values = self._computed(self.val_metrics)
-        acc = values.pop("val/acc")
+        headline = values.pop(f"val/{self.headline}")
         # compute() already gathers every process's reviews; sync_dist only keeps Lightning from warning
-        self.log("val/acc", acc, prog_bar=True, sync_dist=True)
+        self.log(f"val/{self.headline}", headline, prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
-        confusion = self.val_confusion.compute()
-        if not self.trainer.sanity_checking and self._val_outputs:
-            logits = torch.cat([x for x, _ in self._val_outputs])
-            labels = torch.cat([y for _, y in self._val_outputs])
-            if self.trainer.state.fn == "fit":
-                # the temperature that makes these weights' probabilities honest on validation, kept if it helps;
-                # validating a trained model measures its calibration and changes nothing (calibrate() by name)
-                self.temperature, _, error = calibrate(logits, labels)
-            else:
-                error = expected_calibration_error(probabilities(logits / self.temperature), labels)
-            self.log("val/ece", error, sync_dist=True)
-            if self.trainer.state.fn == "fit":  # the hparams tab's copies: of fitting runs only
-                self.log_dict({"hp/val_acc": acc, "hp/val_f1": values["val/f1"],
-                               "hp/val_auroc": values["val/auroc"]}, sync_dist=True)
-            self._log_figures(confusion, probabilities(logits / self.temperature), labels)
+        values[f"val/{self.headline}"] = headline
+        confusion = self.val_confusion.compute() if self.val_confusion is not None else None
+        if not self.trainer.sanity_checking and outputs:
+            if not self.multi_label:
+                if fitting:
+                    # the temperature that makes these weights' probabilities honest on validation, kept if it
+                    # helps; validating a trained model measures its calibration and changes nothing
+                    self.temperature, _, error = calibrate(logits, labels)
+                else:
+                    error = expected_calibration_error(probabilities(logits / self.temperature), labels)
+                self.log("val/ece", error, sync_dist=True)
+            if fitting:  # the hparams tab's copies: of fitting runs only
+                self.log_dict({f"hp/val_{name}": values[f"val/{name}"] for name in HPARAM_METRICS[self.multi_label]},
+                              sync_dist=True)
+            self._log_figures(confusion, probabilities(logits / self.temperature, self.multi_label), labels)
         self.val_metrics.reset()
-        self.val_confusion.reset()
+        if self.val_confusion is not None:
+            self.val_confusion.reset()
         self._val_outputs.clear()
 
     def on_test_epoch_end(self) -> None:
@@ -273,6 +287,9 @@ class SentimentClassifier(L.LightningModule):
             if list(datamodule.label_names) != list(self.labels):
                 raise DataError(f"the data's labels are {', '.join(datamodule.label_names)} but the model was "
                                 f"trained on {', '.join(self.labels)}")
+            if getattr(datamodule, "multi_label", False) != self.multi_label:
+                raise DataError(f"the model was trained on {'several labels' if self.multi_label else 'one label'} "
+                                f"per text: set --data.encoding.multi_label {str(self.multi_label).lower()}")
             self.text_encoder = encoder
             bag_size = getattr(datamodule, "bag_size", 0)
             if self.net.linear_bag is not None and bag_size != self.hparams.bag_size:
@@ -293,7 +310,12 @@ class SentimentClassifier(L.LightningModule):
                     embedding.copy_(torch.from_numpy(vectors))
             if stage == "fit" and self.hparams.class_weights == "balanced":
                 counts = torch.tensor(datamodule.class_counts, dtype=torch.float32)
-                self.class_weight = (counts.sum() / (len(counts) * counts)).to(self.device)
+                if self.multi_label:  # each label's positives against its negatives, softened (a rare label's
+                    # ratio of hundreds would swamp the loss)
+                    negatives = len(datamodule.dataset("train")) - counts
+                    self.class_weight = (negatives / counts.clamp(min=1)).sqrt().to(self.device)
+                else:
+                    self.class_weight = (counts.sum() / (len(counts) * counts)).to(self.device)
 
     def on_fit_start(self) -> None:
         # The hparams tab shows these metrics beside every hyperparameter of the run (the model's and the data
@@ -303,9 +325,9 @@ class SentimentClassifier(L.LightningModule):
             params = dict(self.hparams)
             if self.trainer.datamodule is not None:
                 params.update(self.trainer.datamodule.hparams)
-            self.logger.log_hyperparams(params, {"hp/val_acc": 0.0, "hp/val_f1": 0.0, "hp/val_auroc": 0.0})
+            self.logger.log_hyperparams(params, {f"hp/val_{name}": 0.0 for name in HPARAM_METRICS[self.multi_label]})
 
-    def _log_figures(self, confusion: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
+    def _log_figures(self, confusion: torch.Tensor | None, probs: torch.Tensor, labels: torch.Tensor) -> None:
         if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
         import matplotlib
@@ -315,6 +337,10 @@ class SentimentClassifier(L.LightningModule):
 
         writer = self.logger.experiment
         step = self.global_step
+        if self.multi_label:  # a precision-recall curve per label
+            for k, label in enumerate(self.labels):
+                writer.add_pr_curve(f"val/pr_curve/{label}", labels[:, k], probs[:, k], step)
+            return
         size = 2 + 0.9 * len(self.labels)
         figure, axes = plt.subplots(figsize=(size + 0.5, size), layout="constrained")
         self.val_confusion.plot(confusion.cpu(), ax=axes, labels=list(self.labels))
@@ -386,10 +412,12 @@ class SentimentClassifier(L.LightningModule):
     # --- the text encoder travels with the weights -----------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        add_inference_state(checkpoint, self.text_encoder, self.temperature)
+        add_inference_state(checkpoint, self.text_encoder, self.temperature, self.thresholds)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.temperature = load_temperature(checkpoint)
+        if self.multi_label:
+            self.thresholds = load_thresholds(checkpoint, len(self.labels))
         if ENCODER_KEY not in checkpoint:  # saved without a data module: the data module's encoder serves
             return
         saved = load_text_encoder(checkpoint)
@@ -401,16 +429,18 @@ class SentimentClassifier(L.LightningModule):
     # --- predictions: the Predictor's, over this module's network and text encoder ------------------------
 
     def predictor(self, **options: Any) -> Predictor:
-        """This model as a ``Predictor`` (``options``: its ``compute``, ``batch_size``, ``threads``)."""
+        """This model as a ``Predictor`` (``options``: its ``compute``, ``batch_size``, ``threads``, ``threshold``,
+        ``top_k``)."""
         if self.text_encoder is None:
             raise DataError("this model has no vocabulary: load it from a checkpoint written by `sentiment fit`, "
                             "or train it with a SentimentDataModule")
-        return Predictor(self.net, self.text_encoder, labels=self.labels, temperature=self.temperature, **options)
+        return Predictor(self.net, self.text_encoder, labels=self.labels, temperature=self.temperature,
+                         thresholds=self.thresholds, **options)
 
     def on_predict_start(self) -> None:
         # the Trainer's precision; the predictor's worker threads set it themselves (autocast is per thread)
         self._predicting = self.predictor(compute="bfloat16" if cpu.bfloat16_precision(self.trainer.precision)
-                                          else "float32")
+                                          else "float32", **self.predict_options)
         self.net.keep_inference_casts()  # the weights stay fixed while predicting
 
     def on_predict_end(self) -> None:
@@ -440,7 +470,3 @@ class SentimentClassifier(L.LightningModule):
         """How much each word read weighed in the answer (``Predictor.explain``)."""
         return self.predictor().explain(text)
 
-
-def _decisions(logits: torch.Tensor) -> torch.Tensor:
-    """Each review's class from either form of logits (one per review: > 0 is the second class)."""
-    return (logits > 0).long() if logits.dim() == 1 else logits.argmax(dim=-1)
