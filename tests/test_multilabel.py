@@ -308,3 +308,35 @@ def test_balanced_weights_of_label_sets_weigh_each_labels_positives(tmp_path):
     trainer.fit(model, dm)
     positives = sets.sum(0)
     assert model.class_weight.tolist() == pytest.approx(np.sqrt((90 - positives) / positives).tolist())
+
+
+def test_the_page_shows_the_set_and_a_bar_per_label(tagged):
+    from test_serve import ARTIFACTS, chromium, needs_browser, serve, stop
+
+    if needs_browser.args[0]:
+        pytest.skip(needs_browser.kwargs["reason"])
+    text = "the soundtrack and the song were lovely, the cast too"
+    process, client = serve(tagged["best"])
+    try:
+        expected = client.predict({"texts": [text]})[1]["predictions"][0]
+        assert len(expected["labels"]) == 2
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{client.port}/")
+            page.fill("#review", text)
+            page.click("#classify")
+            page.wait_for_selector("#bars [role=meter]", timeout=15_000)
+            assert page.inner_text("#verdict") == ", ".join(expected["labels"])
+            bars = page.locator("#bars [role=meter]")
+            assert [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())] == [
+                "probability of acting", "probability of music", "probability of plot"]
+            assert [bars.nth(i).get_attribute("aria-valuenow") for i in range(3)] == [
+                str(round(p * 100)) for p in expected["scores"].values()]
+            assert sorted(page.locator("#bars .best").all_inner_texts()) == sorted(expected["labels"])
+            page.fill("#review", "the the and of it")
+            page.click("#classify")
+            page.wait_for_selector("#verdict:has-text('none of the labels')", timeout=15_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve-page-multilabel.png"), full_page=True)
+    finally:
+        stop(process)
