@@ -53,7 +53,7 @@ def metadata(predictor: Predictor) -> dict[str, str]:
             "max_length": json.dumps(encoder.max_length), "truncation": json.dumps(encoder.truncation),
             "multi_label": json.dumps(predictor.multi_label)}
     if predictor.multi_label:
-        meta["thresholds"] = json.dumps([round(float(t), 6) for t in predictor.thresholds])
+        meta["thresholds"] = json.dumps([float(t) for t in predictor.thresholds])
     return meta
 
 
