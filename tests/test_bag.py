@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import BAG_FIT, FILLER, NEGATIVE, POSITIVE, make_buried_reviews, run_cli, write_csv
 
-from sentiment.data.bag import NgramTable, Words, log_count_ratios, review_hashes
+from sentiment.data.bag import NgramCounter, NgramTable, Words, log_count_ratios, review_hashes
 from sentiment.data.datamodule import SentimentDataModule
 from sentiment.network.model import LinearBag, SentimentNet
 from sentiment.inference.predictor import Predictor
@@ -57,6 +57,35 @@ def test_the_fast_table_and_encoding_follow_the_definition_across_chunks():
                                                                                          minlength=len(tokens)))
     position = np.searchsorted(table.hashes, hashes).clip(max=len(table) - 1)
     assert np.array_equal(known, np.where(table.hashes[position] == hashes, position + 1, 0))  # a binary search's
+
+
+def test_counting_ngrams_a_chunk_at_a_time_into_spilled_parts_finds_the_same_table(tmp_path):
+    # chunks of 700 reviews (their counts spill part by part, many n-grams in several chunks), 8 parts
+    rng = np.random.default_rng(1)
+    tokens = [[b"w%d" % i for i in rng.integers(0, 40, rng.integers(0, 30))] for _ in range(3000)]
+    counter = NgramCounter(tmp_path / "counts", orders=3, parts=8)
+    for lo in range(0, 3000, 700):
+        counter.add(Words.of(tokens[lo: lo + 700]))
+    assert len(list((tmp_path / "counts").iterdir())) == 8
+    for min_count in (1, 3, 50):
+        expected = NgramTable.build(Words.of(tokens), min_count, 3).hashes
+        assert np.array_equal(counter.table(min_count), expected) and len(expected) > 0
+
+
+def test_a_cache_prepared_a_few_reviews_at_a_time_is_the_same(tmp_path, monkeypatch):
+    import sentiment.data.corpus as corpus
+
+    train = write_csv(tmp_path / "train.csv", make_buried_reviews(300))
+    caches = []
+    for chunk in (100_000, 37):  # one chunk, then nine with the training split's end inside one
+        monkeypatch.setattr(corpus, "BAG_CHUNK", chunk)
+        dm = SentimentDataModule(data_dir=str(tmp_path / f"d{chunk}"), train_file=str(train),
+                                 encoding={"min_freq": 1, "bag_min_count": 2})
+        dm.prepare_data()
+        caches.append(dm.cache_dir)
+    for name in ("ngrams.npy", "ngram_ratios.npy", "train.bag.npy", "train.bag_counts.npy", "val.bag.npy"):
+        assert np.array_equal(np.load(caches[0] / name), np.load(caches[1] / name)), name
+    assert not (caches[1] / ".bag").exists()  # the spilled words and counts are gone
 
 
 def test_a_table_too_large_for_32_bit_sort_keys_encodes_the_same_ngrams():

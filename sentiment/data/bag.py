@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from pathlib import Path
 
 import numpy as np
 
@@ -107,6 +108,58 @@ class Words:
             keyed = np.sort(h | owner.astype(np.uint64))  # a review's repeats of an n-gram are now neighbours
             found.append(keyed[np.concatenate([[True], keyed[1:] != keyed[:-1]])] & _HASH_MASK)
         return np.concatenate(found)
+
+
+class NgramCounter:
+    """How many reviews have each n-gram, counted a chunk of reviews at a time in bounded memory: each chunk's distinct
+    n-grams, with their counts, are spilled to ``parts`` files by their hashes' top bits, and ``table`` reads back one
+    file at a time. Memory then follows a chunk and one part of the distinct n-grams, not the corpus.
+
+    Args:
+        folder: where the parts are written (created; the caller removes it).
+        orders: n-grams of 1 to this many words.
+        parts: files the counts are spread over.
+    """
+
+    RECORD = np.dtype([("hash", "<u8"), ("count", "<u4")])
+
+    def __init__(self, folder: Path, orders: int, parts: int = 64) -> None:
+        self.folder, self.orders = folder, orders
+        self.bits = max(1, (parts - 1).bit_length())
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths = [folder / f"part{i}.bin" for i in range(1 << self.bits)]
+        for path in self.paths:
+            path.write_bytes(b"")
+
+    def add(self, words: Words) -> None:
+        """Count the reviews of ``words`` (each n-gram once per review)."""
+        found = np.sort(words.distinct(self.orders))
+        if not len(found):
+            return
+        starts = np.flatnonzero(np.concatenate([[True], found[1:] != found[:-1]]))
+        records = np.empty(len(starts), dtype=self.RECORD)
+        records["hash"] = found[starts]
+        records["count"] = np.diff(np.concatenate([starts, [len(found)]]))
+        # sorted: each part's records are one slice
+        bounds = np.searchsorted(records["hash"] >> np.uint64(64 - self.bits),
+                                 np.arange(len(self.paths) + 1, dtype=np.uint64))
+        for path, lo, hi in zip(self.paths, bounds[:-1], bounds[1:]):
+            if hi > lo:
+                with open(path, "ab") as f:
+                    records[lo:hi].tofile(f)
+
+    def table(self, min_count: int) -> np.ndarray:
+        """The sorted hashes of the n-grams found in at least ``min_count`` of the reviews counted."""
+        kept = [np.zeros(0, dtype=np.uint64)]
+        for path in self.paths:  # in the order of their top bits: the result is sorted
+            records = np.fromfile(path, dtype=self.RECORD)
+            if not len(records):
+                continue
+            records = records[np.argsort(records["hash"], kind="stable")]
+            starts = np.flatnonzero(np.concatenate([[True], records["hash"][1:] != records["hash"][:-1]]))
+            counts = np.add.reduceat(records["count"].astype(np.int64), starts)
+            kept.append(records["hash"][starts[counts >= min_count]])
+        return np.concatenate(kept)
 
 
 def review_hashes(tokens: Sequence[Sequence[bytes]], orders: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,32 +278,35 @@ def log_count_ratios(ids: np.ndarray, counts: np.ndarray, classes: np.ndarray, s
     n-gram ids (``ids`` end to end, ``counts`` per review) and classes: for two classes one column, the second
     class against the first (NBSVM's r); for more, one column per class, that class against the others; for label
     sets (``classes`` rows of 0/1), one column per label, the texts that have it against those that do not.
-    ``alpha`` smooths every count (Laplace)."""
-    if classes.ndim == 2:
-        ids = ids.astype(np.int64)
-        owners = np.repeat(np.arange(len(counts)), counts)
-        ratios = np.zeros((size + 1, classes.shape[1]))
-        everywhere = np.bincount(ids, minlength=size + 1).astype(np.float64)
-        for k in range(classes.shape[1]):
-            has = classes[:, k].astype(bool)
-            p = np.bincount(ids[has[owners]], minlength=size + 1)[1:] + alpha
-            q = everywhere[1:] - p + 2 * alpha
-            ratios[1:, k] = np.log(p / p.sum()) - np.log(q / q.sum())
-        return ratios.astype(np.float32)
-    owner_class = np.repeat(classes, counts).astype(np.int64)
-    present = np.bincount(ids.astype(np.int64) * num_classes + owner_class,
-                          minlength=(size + 1) * num_classes).reshape(size + 1, num_classes).astype(np.float64)
+    ``alpha`` smooths every count (Laplace). The reviews are counted ``_CHUNK`` at a time: memory follows the table,
+    not the corpus."""
+    columns = classes.shape[1] if classes.ndim == 2 else num_classes
+    present = np.zeros((size + 1, columns))  # reviews of each class (or with each label) that have each n-gram
+    everywhere = np.zeros(size + 1)  # reviews that have each n-gram
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for lo in range(0, len(counts), _CHUNK):
+        hi = min(lo + _CHUNK, len(counts))
+        chunk = ids[starts[lo]: starts[hi]].astype(np.int64)
+        owner = np.repeat(np.arange(hi - lo), counts[lo:hi])
+        everywhere += np.bincount(chunk, minlength=size + 1)
+        if classes.ndim == 2:
+            for k in np.flatnonzero(classes[lo:hi].any(0)):
+                has = classes[lo:hi, k].astype(bool)
+                present[:, k] += np.bincount(chunk[has[owner]], minlength=size + 1)
+        else:
+            present += np.bincount(chunk * num_classes + classes[lo:hi][owner], minlength=(size + 1) * num_classes
+                                   ).reshape(size + 1, num_classes)
+    ratios = np.zeros((size + 1, 1 if columns == 2 and classes.ndim == 1 else columns))
     present += alpha
-    present[0] = 0
-    if num_classes == 2:
+    if classes.ndim == 2:  # each label against the texts without it (smoothed alike)
+        p, q = present[1:], everywhere[1:, None] - present[1:] + 2 * alpha
+        ratios[1:] = np.log(p / p.sum(0)) - np.log(q / q.sum(0))
+    elif num_classes == 2:
         p, q = present[1:, 1], present[1:, 0]
-        ratios = np.zeros((size + 1, 1))
         ratios[1:, 0] = np.log(p / p.sum()) - np.log(q / q.sum())
     else:
         rest = present.sum(1, keepdims=True) - present - alpha * (num_classes - 2)  # the others, smoothed once
-        ratios = np.zeros_like(present)
         ratios[1:] = np.log(present[1:] / present[1:].sum(0)) - np.log(rest[1:] / rest[1:].sum(0))
-    ratios[0] = 0
     return ratios.astype(np.float32)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiment.data.bag import BAG_VERSION, NgramTable, Words, log_count_ratios
+from sentiment.data.bag import BAG_VERSION, NgramCounter, NgramTable, Words, log_count_ratios
 from sentiment.data.batches import EncodedReviews
 from sentiment.errors import DataError
 from sentiment.io import umask
@@ -402,16 +402,41 @@ def label_array(classes: np.ndarray) -> np.ndarray:
     return classes.astype(np.uint8 if classes.ndim == 2 else np.int16)
 
 
+BAG_CHUNK = 16_384  # reviews tokenized, counted and encoded at a time: bounds the memory of a corpus's n-grams
+
+
 def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
                 encoding: Encoding, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts, offsets, and the size of the table
-    of the n-grams of the counted training reviews, which is written into ``folder`` with their log-count ratios."""
+    of the n-grams of the counted training reviews, which is written into ``folder`` with their log-count ratios.
+
+    Two passes, ``BAG_CHUNK`` reviews at a time: the first tokenizes, spills each review's word hashes to a file and
+    counts the n-grams of the counted reviews (``NgramCounter``); the second reads the word hashes back and encodes
+    them with the table. The n-grams of the whole corpus are never held at once."""
     if not encoding.bag_ngrams:
         return None
-    words = Words.of(tokenize_bytes(t) for t in texts)
     counted = int(np.count_nonzero(count_mask))  # the training split's first reviews, as for the vocabulary
-    table = NgramTable.build(words.first(counted), encoding.bag_min_count, encoding.bag_ngrams)
-    flat, counts = table.encode(words)
+    work = folder / ".bag"
+    counter = NgramCounter(work / "counts", encoding.bag_ngrams)
+    lengths = []
+    with open(work / "words.bin", "wb") as spill:
+        for lo in range(0, len(texts), BAG_CHUNK):
+            words = Words.of(tokenize_bytes(t) for t in texts[lo: lo + BAG_CHUNK])
+            words.hashes.tofile(spill)
+            lengths.append(words.lengths)
+            if lo < counted:
+                counter.add(words.first(counted - lo))
+    table = NgramTable(counter.table(encoding.bag_min_count), encoding.bag_ngrams)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    counts = [np.zeros(0, dtype=np.int64)]
+    with open(work / "words.bin", "rb") as spill, open(work / "ids.bin", "wb") as out:
+        for lo in range(0, len(lengths), BAG_CHUNK):
+            chunk = lengths[lo: lo + BAG_CHUNK]
+            ids, n = table.encode(Words(np.fromfile(spill, dtype=np.uint64, count=int(chunk.sum())), chunk))
+            ids.astype(np.int32).tofile(out)  # read back whole: one array, not a list of chunks and their copy
+            counts.append(n)
+    flat, counts = np.fromfile(work / "ids.bin", dtype=np.int32), np.concatenate(counts)
+    shutil.rmtree(work)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     np.save(folder / "ngrams.npy", table.hashes)
     np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
