@@ -340,3 +340,28 @@ def test_the_page_shows_the_set_and_a_bar_per_label(tagged):
             page.screenshot(path=str(ARTIFACTS / "serve-page-multilabel.png"), full_page=True)
     finally:
         stop(process)
+
+
+def test_validating_the_best_checkpoint_gives_its_score_with_its_thresholds(tagged, tmp_path, capsys):
+    # the validation split carved from the training file again, read with the checkpoint's thresholds
+    checkpoint = torch.load(tagged["best"], weights_only=True)
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert run_cli("validate", "--ckpt_path", str(tagged["best"]), "--data.data_dir", str(tagged["root"] / "data"),
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false") == 0
+    out = capsys.readouterr().out
+    macro = float(next(line.split()[-1] for line in out.splitlines() if line.split()[:1] == ["val/f1"]))
+    assert macro == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+
+
+def test_a_multilabel_model_trains_further_from_its_checkpoint_on_new_sets(tagged, tmp_path):
+    more = write_csv(tmp_path / "more.csv", make_tagged(300, seed=9), header=("text", "labels"))
+    assert run_cli("fit", "--init_from", str(tagged["best"]), "--data.train_file", str(more), "--data.label_column",
+                   "labels", "--data.data_dir", str(tmp_path / "d"), "--data.loader.min_epoch_size", "0",
+                   "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+                   "--trainer.default_root_dir", str(tmp_path)) == 0
+    best = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    answers = Predictor.from_checkpoint(best).predict([r[0] for r in make_tagged(60, seed=11)])
+    assert all(set(a) == {"labels", "scores"} for a in answers)
+    right = sum(set(a["labels"]) == set(filter(None, r[1].split(";")))
+                for a, r in zip(answers, make_tagged(60, seed=11)))
+    assert right / 60 > 0.8
