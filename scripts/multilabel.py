@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
              "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
              "--trainer.enable_progress_bar", "false", *args.fit_options])
         seconds = time.perf_counter() - start
-        best = max((root / "lightning_logs").glob("version_*"), key=lambda p: p.stat().st_mtime) / "checkpoints" / "best.ckpt"
+        run_dir = max((root / "lightning_logs").glob("version_*"), key=lambda p: p.stat().st_mtime)
+        best = run_dir / "checkpoints" / "best.ckpt"
         common = ["--ckpt_path", str(best), "--trainer.default_root_dir", str(root / "eval"),
                   "--trainer.enable_progress_bar", "false"]
         val = figures(run(["validate", "--data.val_file", str(out / "val.csv"), *common]), "val")

@@ -53,13 +53,15 @@ def test_label_sets_read_as_rows_of_zeros_and_ones_and_name_what_falls_outside()
     assert reader.labels == ("acting", "music", "plot")  # alphabetically
     rows = reader.read_sets(values, ";", "train.csv", ["row 1", "row 2", "row 3", "row 4"])
     assert rows.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0], [0, 0, 1]]
-    with pytest.raises(DataError, match=r"^val.csv: row 2: label 'sound' is not one of the labels acting, music, plot$"):
+    with pytest.raises(DataError, match=r"^val.csv: row 2: label 'sound' is not one of the labels acting, music, "
+                                        r"plot$"):
         reader.read_sets(["music", "plot;sound"], ";", "val.csv", ["row 1", "row 2"])
 
 
 def test_jsonl_lists_and_fasttext_lines_with_several_labels_are_sets(tmp_path):
     jsonl = tmp_path / "train.jsonl"
-    jsonl.write_text('{"text": "a", "label": ["joy", "love"]}\n{"text": "b", "label": []}\n{"text": "c", "label": "joy"}\n')
+    jsonl.write_text('{"text": "a", "label": ["joy", "love"]}\n{"text": "b", "label": []}\n'
+                     '{"text": "c", "label": "joy"}\n')
     assert read_labelled(jsonl).labels == [["joy", "love"], [], "joy"]
     txt = tmp_path / "train.txt"
     txt.write_text("__label__joy __label__love so happy\n__label__anger  grr\n__label__joy __label__joy yay\n")

@@ -33,8 +33,9 @@ class SentimentDataModule(L.LightningDataModule):
     """Movie reviews as padded token-id batches: IMDb by default, or your own CSV/TSV/JSONL files.
 
     Batches are dicts: ``input_ids`` (B x T, right-padded with 0, T <= max_length), ``lengths`` (B), ``labels`` (B,
-    class indices; with ``encoding.multi_label``, B x labels of 0/1) and, with a bag of n-grams, ``bag_ids``. Predict batches carry the raw ``text``, its row ``index``
-    and ``id`` instead: the model encodes them with the vocabulary saved in its checkpoint.
+    class indices; with ``encoding.multi_label``, B x labels of 0/1) and, with a bag of n-grams, ``bag_ids``.
+    Predict batches carry the raw ``text``, its row ``index`` and ``id`` instead: the model encodes them with the
+    vocabulary saved in its checkpoint.
 
     Args:
         data_dir: folder for the IMDb data (``aclImdb/`` or ``aclImdb_v1.tar.gz``, downloaded when absent) and for

@@ -41,14 +41,15 @@ def looks_multiple(values: Sequence, source: str, where: Sequence[str], separato
     """Warn, once, at the first value that looks like several labels, where a text has one label: it is read as one
     class of its own, which ``multi_label`` would read as a set."""
     marks = {separator, ",", ";", "|"}
-    for i, value in enumerate(values):
-        if isinstance(value, (list, tuple)):  # a list is several labels: read_sets reads it, read refuses it
-            continue
-        text = str(value)
-        if any(mark in text and len(cells(text, mark)) > 1 for mark in marks):
-            warnings.warn(f"{source}: {where[i]}: label {text!r} looks like several labels; it is read as one class "
-                          "of its own (several labels per text: --data.encoding.multi_label true)", stacklevel=3)
-            return
+    # each distinct value looked at once (a corpus has a few), its first row found only if it looks like several; a
+    # list is several labels, which read_sets reads and read refuses
+    distinct = {str(v) for v in values if not isinstance(v, (list, tuple))}
+    suspects = {text for text in distinct if any(mark in text and len(cells(text, mark)) > 1 for mark in marks)}
+    if not suspects:
+        return
+    i, text = next((i, str(v)) for i, v in enumerate(values) if not isinstance(v, (list, tuple)) and str(v) in suspects)
+    warnings.warn(f"{source}: {where[i]}: label {text!r} looks like several labels; it is read as one class of its own "
+                  "(several labels per text: --data.encoding.multi_label true)", stacklevel=3)
 
 
 def _number(value: str) -> float | None:
@@ -152,8 +153,8 @@ class LabelReader:
         cache: dict = {}
         for i, value in enumerate(values):
             if isinstance(value, (list, tuple)):
-                raise DataError(f"{source}: {where[i]}: several labels ({', '.join(map(str, value))}); to train several "
-                                "labels per text, set --data.encoding.multi_label true")
+                raise DataError(f"{source}: {where[i]}: several labels ({', '.join(map(str, value))}); to train "
+                                "several labels per text, set --data.encoding.multi_label true")
             key = str(value)
             found = cache[key] if key in cache else cache.setdefault(key, self.index(value))
             if found is None:

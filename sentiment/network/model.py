@@ -223,7 +223,8 @@ class SentimentNet(nn.Module):
     """
 
     def __init__(self, vocab_size: int, config: NetConfig | Mapping[str, Any] | None = None, num_classes: int = 2,
-                 bag_size: int = 0, pad_id: int = 0, unk_id: int = 1, multi_label: bool = False, **changes: Any) -> None:
+                 bag_size: int = 0, pad_id: int = 0, unk_id: int = 1, multi_label: bool = False,
+                 **changes: Any) -> None:
         super().__init__()
         self.config = c = NetConfig.of(config, **changes)
         if num_classes < 2:
@@ -238,7 +239,8 @@ class SentimentNet(nn.Module):
         state_dim = self.encoder.output_dim
         self.attention = AdditivePooling(state_dim) if c.pooling == "attention" else None
         self.dropout = nn.Dropout(c.dropout)
-        self.head = nn.Linear(state_dim * (2 if c.pooling == "mean_max" else 1), 1 if num_classes == 2 and not multi_label else num_classes)
+        outputs = 1 if num_classes == 2 and not multi_label else num_classes  # two classes: one logit, > 0 the second
+        self.head = nn.Linear(state_dim * (2 if c.pooling == "mean_max" else 1), outputs)
         self.linear_bag = (LinearBag(bag_size, self.head.out_features, c.bag_init, c.bag_dropout) if bag_size
                            else None)
         self.keep_inference_casts(False)
