@@ -124,7 +124,7 @@ class NgramCounter:
     RECORD = np.dtype([("hash", "<u8"), ("count", "<u4")])
 
     def __init__(self, folder: Path, orders: int, parts: int = 64) -> None:
-        self.folder, self.orders = folder, orders
+        self.orders = orders
         self.bits = max(1, (parts - 1).bit_length())
         folder.mkdir(parents=True, exist_ok=True)
         self.paths = [folder / f"part{i}.bin" for i in range(1 << self.bits)]

@@ -324,10 +324,7 @@ class Corpus:
         of the data a model was trained on."""
         if not (self.cache_dir / "meta.json").is_file() or tuple(self.meta()["labels"]) != tuple(labels):
             return False
-        ngrams = self.ngrams
-        same_bag = (ngrams is None and encoder.ngrams is None) or (
-            ngrams is not None and encoder.ngrams is not None and np.array_equal(ngrams.hashes, encoder.ngrams.hashes))
-        return same_bag and self.vocab == encoder.vocab
+        return self.ngrams == encoder.ngrams and self.vocab == encoder.vocab  # no bag on either side is the same bag
 
     def missing_split(self, split: str) -> str:
         """Why a split is missing, in one line."""
@@ -433,7 +430,7 @@ def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.nd
         for lo in range(0, len(lengths), BAG_CHUNK):
             chunk = lengths[lo: lo + BAG_CHUNK]
             ids, n = table.encode(Words(np.fromfile(spill, dtype=np.uint64, count=int(chunk.sum())), chunk))
-            ids.astype(np.int32).tofile(out)  # read back whole: one array, not a list of chunks and their copy
+            ids.tofile(out)  # int32, read back whole: one array, not a list of chunks and their copy
             counts.append(n)
     flat, counts = np.fromfile(work / "ids.bin", dtype=np.int32), np.concatenate(counts)
     shutil.rmtree(work)

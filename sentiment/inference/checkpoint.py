@@ -88,7 +88,7 @@ def load_network(checkpoint: Mapping[str, Any], path: str | os.PathLike = "check
     settings = load_model_settings(checkpoint, path)
     net = SentimentNet(settings["vocab_size"], NetConfig(**settings["net"]), num_classes=len(load_labels(checkpoint)),
                        bag_size=settings["bag_size"], pad_id=Vocab.pad_id, unk_id=Vocab.unk_id,
-                       multi_label=bool(settings.get("multi_label")))
+                       multi_label=settings["multi_label"])
     weights = {key[len(NETWORK_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
                if key.startswith(NETWORK_PREFIX)}
     net.load_state_dict(weights)
