@@ -19,10 +19,12 @@ from conftest import (
 
 import sentiment.data.corpus as data_module
 import sentiment.data.vectors as vectors_module
+import sentiment.data.writer as writer
 from sentiment import SentimentDataModule
 from sentiment.errors import DataError
 from sentiment.inference.predictor import Predictor
 from sentiment.data.sources import read_imdb_unlabelled
+from sentiment.data.writer import save_from_files
 
 
 def test_imdb_splits_and_batches(imdb_dir):
@@ -104,7 +106,7 @@ def test_the_vocabulary_is_read_only_after_prepare_data_and_never_downloads(tmp_
         raise AssertionError("asking for the vocabulary did heavy work")
 
     monkeypatch.setattr(data_module, "download", fail)
-    monkeypatch.setattr(data_module, "encode_corpus", fail)
+    monkeypatch.setattr(data_module, "write_cache", fail)
     dm = SentimentDataModule(data_dir=str(tmp_path / "empty"))  # IMDb, not there yet: it would be downloaded
     with pytest.raises(DataError, match=r"call dm.prepare_data\(\) first"):
         dm.vocab_size
@@ -123,7 +125,7 @@ def test_second_prepare_and_setup_hit_the_cache(imdb_dir, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the cache was rebuilt")
 
-    monkeypatch.setattr(data_module, "encode_corpus", fail)
+    monkeypatch.setattr(data_module, "write_cache", fail)
     monkeypatch.setattr(data_module, "read_imdb", fail)
     again = SentimentDataModule(data_dir=str(imdb_dir))
     again.prepare_data()
@@ -147,13 +149,18 @@ def test_prepare_data_sets_no_state(imdb_dir):
 
 
 def test_a_failed_encoding_leaves_no_cache(imdb_dir, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+    written = []
 
-    monkeypatch.setattr(data_module, "encode_corpus", broken)
+    def broken(path, *args, **kwargs):  # the disk fills after the vocabulary and the first split's ids are written
+        if written:
+            raise RuntimeError("disk full")
+        written.append(path)
+        save_from_files(path, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "save_from_files", broken)
     with pytest.raises(RuntimeError):
         SentimentDataModule(data_dir=str(imdb_dir)).prepare_data()
-    assert list((imdb_dir / ".sentiment_cache").iterdir()) == []
+    assert written and list((imdb_dir / ".sentiment_cache").iterdir()) == []
 
 
 def test_missing_test_split_is_a_clear_error(tmp_path, tiny_csv):

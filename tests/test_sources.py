@@ -24,6 +24,31 @@ def classes(reviews) -> tuple[tuple[str, ...], list[int]]:
     return reader.labels, reader.read(reviews.labels, "f", reviews.where).tolist()
 
 
+def test_a_file_read_a_few_rows_at_a_time_into_a_text_store_gives_the_same_reviews(tmp_path, monkeypatch):
+    import sentiment.data.sources as sources
+
+    texts = [f"review {i}: caf\u00e9, \"quoted\"\nüber 🎬" if i % 3 else f"plain {i}" for i in range(11)] + [""]
+    labels = [["neg", "pos"][i % 2] for i in range(12)]
+    files = [write_csv(tmp_path / "r.csv", list(zip(texts, labels))),
+             tmp_path / "r.jsonl", tmp_path / "r.txt"]
+    files[1].write_text("".join(json.dumps({"text": t, "label": y, "id": f"r{i}"}) + "\n"
+                                for i, (t, y) in enumerate(zip(texts, labels))) + "\n")
+    files[2].write_text("".join(f"__label__{y} {t.replace(chr(10), ' ')}\n\n" for t, y in zip(texts, labels)))
+    monkeypatch.setattr(sources, "READ_CHUNK", 5)  # the file read in three chunks
+    for path in files:
+        whole = read_labelled(path)
+        stored = read_labelled(path, spill=tmp_path / f"{path.suffix}.texts")
+        assert isinstance(stored.texts, sources.TextStore) and len(stored) == len(whole) == 12
+        assert list(stored.texts) == whole.texts and stored.texts[3:8] == whole.texts[3:8]
+        assert stored.labels == whole.labels and stored.ids == whole.ids
+        picked = stored.subset([7, 2, 11, 5])
+        assert list(picked.texts) == [whole.texts[i] for i in (7, 2, 11, 5)] 
+        assert picked.texts[1:3] == [whole.texts[2], whole.texts[11]]
+        assert [picked.where[i] for i in range(4)] == [whole.where[i] for i in (7, 2, 11, 5)]
+        assert picked.subset([3, 0]).texts[:] == [whole.texts[5], whole.texts[7]]
+    assert read_labelled(files[2]).where[1] == "line 3"  # blank lines are skipped, and counted
+
+
 def test_csv_tsv_and_jsonl_read_the_same_reviews(tmp_path):
     rows = [("Loved it!", "positive"), ("Dull, \"boring\"\nand long", "NEG"), ("ok", "1"), ("meh", "False")]
     csv_path = write_csv(tmp_path / "r.csv", rows)

@@ -74,6 +74,10 @@ class Words:
             lengths.append(n)
         return cls(np.concatenate(hashes), np.concatenate(lengths))
 
+    @classmethod
+    def concat(cls, parts: Sequence[Words]) -> Words:
+        return cls(np.concatenate([p.hashes for p in parts]), np.concatenate([p.lengths for p in parts]))
+
     def __len__(self) -> int:
         return len(self.lengths)
 
@@ -113,21 +117,23 @@ class Words:
 class NgramCounter:
     """How many reviews have each n-gram, counted a chunk of reviews at a time in bounded memory: each chunk's distinct
     n-grams, with their counts, are spilled to ``parts`` files by their hashes' top bits, and ``table`` reads back one
-    file at a time. Memory then follows a chunk and one part of the distinct n-grams, not the corpus.
+    part at a time. Memory then follows a chunk and one part of the distinct n-grams, not the corpus. Several
+    processes count into one folder, each as a ``writer`` of its own; ``table`` reads every writer's files.
 
     Args:
         folder: where the parts are written (created; the caller removes it).
         orders: n-grams of 1 to this many words.
         parts: files the counts are spread over.
+        writer: this counter's name among those writing into ``folder``.
     """
 
     RECORD = np.dtype([("hash", "<u8"), ("count", "<u4")])
 
-    def __init__(self, folder: Path, orders: int, parts: int = 64) -> None:
-        self.orders = orders
+    def __init__(self, folder: Path, orders: int, parts: int = 64, writer: str = "0") -> None:
+        self.orders, self.folder = orders, folder
         self.bits = max(1, (parts - 1).bit_length())
         folder.mkdir(parents=True, exist_ok=True)
-        self.paths = [folder / f"part{i}.bin" for i in range(1 << self.bits)]
+        self.paths = [folder / f"part{i}.{writer}.bin" for i in range(1 << self.bits)]
         for path in self.paths:
             path.write_bytes(b"")
 
@@ -149,10 +155,11 @@ class NgramCounter:
                     records[lo:hi].tofile(f)
 
     def table(self, min_count: int) -> np.ndarray:
-        """The sorted hashes of the n-grams found in at least ``min_count`` of the reviews counted."""
+        """The sorted hashes of the n-grams found in at least ``min_count`` of the reviews counted by every writer."""
         kept = [np.zeros(0, dtype=np.uint64)]
-        for path in self.paths:  # in the order of their top bits: the result is sorted
-            records = np.fromfile(path, dtype=self.RECORD)
+        for i in range(len(self.paths)):  # in the order of their top bits: the result is sorted
+            records = np.concatenate([np.fromfile(path, dtype=self.RECORD)
+                                      for path in sorted(self.folder.glob(f"part{i}.*.bin"))])
             if not len(records):
                 continue
             records = records[np.argsort(records["hash"], kind="stable")]
@@ -272,42 +279,73 @@ class NgramTable:
         return cls(np.frombuffer(base64.b64decode(d["hashes"]), dtype="<u8").astype(np.uint64), int(d["orders"]))
 
 
+class NgramPresence:
+    """How many reviews of each class (or with each label) have each n-gram of ``0..size``, and how many have it at
+    all: what the log-count ratios are made of, counted a chunk of reviews at a time (``add``) and summed over
+    processes (``+=``).
+
+    Args:
+        size: the n-gram table's size (id 0 pads).
+        num_classes: classes, or labels of a label set.
+        multi_label: classes are label sets (rows of 0/1).
+    """
+
+    def __init__(self, size: int, num_classes: int, multi_label: bool = False) -> None:
+        self.num_classes, self.multi_label = num_classes, multi_label
+        self.present = np.zeros((size + 1, num_classes), dtype=np.int64)
+        self.everywhere = np.zeros(size + 1, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, counts: np.ndarray, classes: np.ndarray) -> NgramPresence:
+        """Count reviews given by their n-gram ids (``ids`` end to end, ``counts`` per review) and classes,
+        ``_CHUNK`` at a time."""
+        size = len(self.everywhere)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for lo in range(0, len(counts), _CHUNK):
+            hi = min(lo + _CHUNK, len(counts))
+            chunk = ids[starts[lo]: starts[hi]].astype(np.int64)
+            owner = np.repeat(np.arange(hi - lo), counts[lo:hi])
+            self.everywhere += np.bincount(chunk, minlength=size)
+            if self.multi_label:
+                for k in np.flatnonzero(classes[lo:hi].any(0)):
+                    has = classes[lo:hi, k].astype(bool)
+                    self.present[:, k] += np.bincount(chunk[has[owner]], minlength=size)
+            else:
+                self.present += np.bincount(chunk * self.num_classes + classes[lo:hi][owner],
+                                            minlength=size * self.num_classes).reshape(size, self.num_classes)
+        return self
+
+    def __iadd__(self, other: NgramPresence) -> NgramPresence:
+        self.present += other.present
+        self.everywhere += other.everywhere
+        return self
+
+    def ratios(self, alpha: float = 1.0) -> np.ndarray:
+        """Naive Bayes log-count ratios (``size + 1`` rows; row 0, padding, is zero): for two classes one column, the
+        second class against the first (NBSVM's r); for more, one column per class, that class against the others;
+        for label sets, one column per label, the texts that have it against those that do not. ``alpha`` smooths
+        every count (Laplace)."""
+        num_classes = self.num_classes
+        present, everywhere = self.present + alpha, self.everywhere
+        ratios = np.zeros((len(everywhere), 1 if num_classes == 2 and not self.multi_label else num_classes))
+        if self.multi_label:  # each label against the texts without it (smoothed alike)
+            p, q = present[1:], everywhere[1:, None] - present[1:] + 2 * alpha
+            ratios[1:] = np.log(p / p.sum(0)) - np.log(q / q.sum(0))
+        elif num_classes == 2:
+            p, q = present[1:, 1], present[1:, 0]
+            ratios[1:, 0] = np.log(p / p.sum()) - np.log(q / q.sum())
+        else:
+            rest = present.sum(1, keepdims=True) - present - alpha * (num_classes - 2)  # the others, smoothed once
+            ratios[1:] = np.log(present[1:] / present[1:].sum(0)) - np.log(rest[1:] / rest[1:].sum(0))
+        return ratios.astype(np.float32)
+
+
 def log_count_ratios(ids: np.ndarray, counts: np.ndarray, classes: np.ndarray, size: int, num_classes: int,
                      alpha: float = 1.0) -> np.ndarray:
-    """Naive Bayes log-count ratios of the n-grams ``0..size`` (row 0, padding, is zero), from the reviews'
-    n-gram ids (``ids`` end to end, ``counts`` per review) and classes: for two classes one column, the second
-    class against the first (NBSVM's r); for more, one column per class, that class against the others; for label
-    sets (``classes`` rows of 0/1), one column per label, the texts that have it against those that do not.
-    ``alpha`` smooths every count (Laplace). The reviews are counted ``_CHUNK`` at a time: memory follows the table,
-    not the corpus."""
-    columns = classes.shape[1] if classes.ndim == 2 else num_classes
-    present = np.zeros((size + 1, columns))  # reviews of each class (or with each label) that have each n-gram
-    everywhere = np.zeros(size + 1)  # reviews that have each n-gram
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    for lo in range(0, len(counts), _CHUNK):
-        hi = min(lo + _CHUNK, len(counts))
-        chunk = ids[starts[lo]: starts[hi]].astype(np.int64)
-        owner = np.repeat(np.arange(hi - lo), counts[lo:hi])
-        everywhere += np.bincount(chunk, minlength=size + 1)
-        if classes.ndim == 2:
-            for k in np.flatnonzero(classes[lo:hi].any(0)):
-                has = classes[lo:hi, k].astype(bool)
-                present[:, k] += np.bincount(chunk[has[owner]], minlength=size + 1)
-        else:
-            present += np.bincount(chunk * num_classes + classes[lo:hi][owner], minlength=(size + 1) * num_classes
-                                   ).reshape(size + 1, num_classes)
-    ratios = np.zeros((size + 1, 1 if columns == 2 and classes.ndim == 1 else columns))
-    present += alpha
-    if classes.ndim == 2:  # each label against the texts without it (smoothed alike)
-        p, q = present[1:], everywhere[1:, None] - present[1:] + 2 * alpha
-        ratios[1:] = np.log(p / p.sum(0)) - np.log(q / q.sum(0))
-    elif num_classes == 2:
-        p, q = present[1:, 1], present[1:, 0]
-        ratios[1:, 0] = np.log(p / p.sum()) - np.log(q / q.sum())
-    else:
-        rest = present.sum(1, keepdims=True) - present - alpha * (num_classes - 2)  # the others, smoothed once
-        ratios[1:] = np.log(present[1:] / present[1:].sum(0)) - np.log(rest[1:] / rest[1:].sum(0))
-    return ratios.astype(np.float32)
+    """``NgramPresence.ratios`` of the reviews given by their n-gram ids (``ids`` end to end, ``counts`` per review)
+    and classes (rows of 0/1 for label sets)."""
+    multi_label = classes.ndim == 2
+    columns = classes.shape[1] if multi_label else num_classes
+    return NgramPresence(size, columns, multi_label).add(ids, counts, classes).ratios(alpha)
 
 
 def _probing_table(hashes: np.ndarray) -> tuple[np.uint64, np.ndarray, np.ndarray]:

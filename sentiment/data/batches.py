@@ -14,11 +14,78 @@ from sentiment.data.sources import iter_unlabelled
 from sentiment.data.text import padded
 
 
-class EncodedReviews(Dataset):
-    """Encoded reviews as arrays (memory-mapped from the cache); indexing a list of rows gives a batch.
+class StoredArray:
+    """A ``.npy`` file's array, read a few stretches at a time (``runs``) with plain file reads: never all in memory,
+    and never mapped into it. (A memory-mapped cache looks bounded but is not: a few batches of random rows map large
+    parts of it, a page cache's large folio or read-ahead's megabytes around each row, into the process.) Anything
+    else reads the whole array (``np.asarray``). It pickles as its path: worker processes open the file themselves.
 
     Args:
-        ids: N x max_length token ids, right-padded with 0.
+        path: a ``.npy`` file (C order).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            self.shape, fortran_order, self.dtype = read(f)
+            self.offset = f.tell()
+        if fortran_order:
+            raise ValueError(f"{path}: a Fortran-ordered array; expected C order")
+        self.row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))  # bytes a row
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def runs(self, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Rows ``starts[i]`` to ``starts[i] + sizes[i]`` for every ``i``, end to end; neighbouring stretches are read
+        as one."""
+        out = np.empty((int(sizes.sum()), *self.shape[1:]), dtype=self.dtype)
+        keep = sizes > 0
+        starts, sizes = starts[keep], sizes[keep]
+        if not len(starts):
+            return out
+        apart = np.concatenate([[True], starts[1:] != starts[:-1] + sizes[:-1]])
+        firsts = np.flatnonzero(apart)
+        buffer = memoryview(out.reshape(-1).view(np.uint8))
+        at = 0
+        with open(self.path, "rb", buffering=0) as f:
+            for first, size in zip(starts[firsts].tolist(), np.add.reduceat(sizes, firsts).tolist()):
+                f.seek(self.offset + first * self.row)
+                end = at + size * self.row
+                while at < end:  # a plain file reads whole; a pipe or network file may read less
+                    at += f.readinto(buffer[at:end])
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.fromfile(self.path, dtype=self.dtype, offset=self.offset).reshape(self.shape)
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getitem__(self, key):
+        return np.asarray(self)[key]
+
+
+def rows(array: np.ndarray | StoredArray, idx: np.ndarray) -> np.ndarray:
+    """``array[idx]``, of an array or a ``StoredArray``."""
+    return array.runs(idx, np.ones(len(idx), dtype=np.int64)) if isinstance(array, StoredArray) else array[idx]
+
+
+def runs(array: np.ndarray | StoredArray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``StoredArray.runs``, of an array too."""
+    if isinstance(array, StoredArray):
+        return array.runs(starts, sizes)
+    # each run's start, then one step per item: one indexing
+    at = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
+    return array[at]
+
+
+class EncodedReviews(Dataset):
+    """Encoded reviews as arrays (of the cache, read a batch at a time: ``StoredArray``); indexing a list of rows gives
+    a batch.
+
+    Args:
+        ids: N x max_length token ids, right-padded with 0 (an array, or a ``StoredArray``).
         lengths: N real lengths.
         labels: N labels (1 = positive), or None.
         bags: each review's n-gram ids (``sentiment.data.bag``), end to end, and how many each has; or None.
@@ -41,7 +108,7 @@ class EncodedReviews(Dataset):
         lengths = self.lengths[idx]
         width = max(1, int(lengths.max())) if len(idx) else 1
         batch = {
-            "input_ids": torch.from_numpy(np.ascontiguousarray(self.ids[idx, :width], dtype=np.int64)),
+            "input_ids": torch.from_numpy(np.ascontiguousarray(rows(self.ids, idx)[:, :width], dtype=np.int64)),
             "lengths": torch.from_numpy(lengths.astype(np.int64)),
         }
         if self.labels is not None:
@@ -49,9 +116,7 @@ class EncodedReviews(Dataset):
         if self.bags is not None:
             flat, counts, starts = self.bags
             sizes = counts[idx]
-            # the rows' ids, gathered in one indexing: each row's start, then one step per id
-            at = np.repeat(starts[idx] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-            batch["bag_ids"] = padded(flat[at], sizes)
+            batch["bag_ids"] = padded(runs(flat, starts[idx], sizes), sizes)
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

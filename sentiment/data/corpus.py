@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sentiment.data.bag import BAG_VERSION, NgramCounter, NgramTable, Words, log_count_ratios
-from sentiment.data.batches import EncodedReviews
+from sentiment.data.bag import BAG_VERSION, NgramTable, Words
+from sentiment.data.batches import EncodedReviews, StoredArray
 from sentiment.errors import DataError
 from sentiment.io import umask
 from sentiment.data.labels import LabelReader, looks_multiple
@@ -41,6 +41,7 @@ from sentiment.data.sources import (
 )
 from sentiment.data.text import TextEncoder, Vocab, encode_corpus, tokenize_bytes
 from sentiment.data.vectors import cache_vectors, cached_vectors
+from sentiment.data.writer import Split, class_counts, label_array, write_cache
 
 CACHE_VERSION = 4  # 4: keyed by the digest of the whole Encoding
 CACHE_FOLDER = ".sentiment_cache"
@@ -108,11 +109,13 @@ class Corpus:
 
     # --- labels and the split -----------------------------------------------------------------------
 
-    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True) -> Splits:
+    def read_splits(self, sources: dict[str, Path | None] | None = None, pseudo_labelled: bool = True,
+                    spill: Path | None = None) -> Splits:
         """The raw reviews of every split (the seeded validation split made), their classes, and the label set:
         what ``prepare()`` encodes (and what a reference model, like ``scripts/reference.py``, reads). With
         ``pseudo_labels`` set and ``pseudo_labelled``, the training split ends with the unlabelled reviews the
-        labeller is sure of."""
+        labeller is sure of. With ``spill``, a folder, the texts of your files are kept there, not in memory
+        (``TextStore``)."""
         enc = self.encoding
         sources = self.sources() if sources is None else sources
         reviews: dict[str, Reviews] = {}
@@ -124,7 +127,7 @@ class Corpus:
         for split in SPLITS:
             if sources[split] is not None:
                 reviews[split] = read_labelled(sources[split], self.text_column, self.label_column, self.id_column,
-                                               self.charset)
+                                               self.charset, spill / f"{split}.texts" if spill else None)
         names = {split: str(sources[split] or sources.get("imdb")) for split in reviews}
         train = reviews["train"]
         if enc.separator is None and not enc.labels:
@@ -206,14 +209,17 @@ class Corpus:
         root = self.data_dir / CACHE_FOLDER
         cache = root / self.cache_key(sources)
         if not (cache / "meta.json").is_file():
-            reviews, classes, reader = self.read_splits(sources, pseudo_labelled=False)
-            labelled = len(reviews["train"])  # the vocabulary counts these: the reviews a model labelled do not
-            if self.unlabelled.pseudo_labels:
-                self._add_pseudo_labelled(reviews, classes, reader, sources)
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=root))
             try:
-                encode_splits((reviews, classes, reader), self.encoding, tmp, labelled, self.num_proc)
+                (tmp / ".texts").mkdir()
+                reviews, classes, reader = self.read_splits(sources, pseudo_labelled=False, spill=tmp / ".texts")
+                labelled = len(reviews["train"])  # the vocabulary counts these: the reviews a model labelled do not
+                if self.unlabelled.pseudo_labels:
+                    self._add_pseudo_labelled(reviews, classes, reader, sources)
+                splits = [Split(s, reviews[s].texts, classes[s]) for s in SPLITS if s in reviews]
+                write_cache(splits, reader.labels, self.encoding, tmp, labelled, self.num_proc)
+                shutil.rmtree(tmp / ".texts")
                 tmp.chmod(0o777 & ~umask())  # as a plain mkdir would make it, not mkdtemp's private 0700
                 try:
                     os.rename(tmp, cache)  # atomic: readers see no cache or a complete one
@@ -273,16 +279,16 @@ class Corpus:
         return TextEncoder(vocab or self.vocab, self.encoding.max_length, self.encoding.truncation, self.ngrams)
 
     def load(self, split: str, missing: Callable[[str], str] | None = None) -> EncodedReviews:
-        """The encoded ``split`` of the cache, memory-mapped."""
+        """The encoded ``split`` of the cache: its token and n-gram ids read from the files a batch at a time."""
         meta, cache = self.meta(), self.cache_dir
         if split not in meta["splits"]:
             raise DataError(missing(split) if missing else f"no {split} split")
 
-        def arrays(*parts: str) -> tuple[np.ndarray, ...]:
-            return tuple(np.load(cache / f"{split}.{part}.npy", mmap_mode="r") for part in parts)
+        def small(part: str) -> np.ndarray:  # a few bytes a review: read whole
+            return np.load(cache / f"{split}.{part}.npy")
 
-        bags = arrays("bag", "bag_counts") if self.encoding.bag_ngrams else None
-        return EncodedReviews(*arrays("ids", "lengths", "labels"), bags=bags)
+        bags = (StoredArray(cache / f"{split}.bag.npy"), small("bag_counts")) if self.encoding.bag_ngrams else None
+        return EncodedReviews(StoredArray(cache / f"{split}.ids.npy"), small("lengths"), small("labels"), bags=bags)
 
     def encoded_with(self, splits: Sequence[str], encoder: TextEncoder, labels: Sequence[str]
                      ) -> dict[str, EncodedReviews]:
@@ -345,13 +351,6 @@ def encode_reviews(reviews: Reviews, classes: np.ndarray, encoder: TextEncoder, 
     return EncodedReviews(ids, lengths, label_array(classes), bags=bags)
 
 
-def class_counts(classes: np.ndarray, num_classes: int) -> np.ndarray:
-    """Reviews per class: of class indices, or of label sets (rows of 0/1), the texts that have each label."""
-    if classes.ndim == 2:
-        return classes.sum(0, dtype=np.int64)
-    return np.bincount(classes, minlength=num_classes)
-
-
 def check_classes(classes: np.ndarray, reader: LabelReader, source: str) -> None:
     """Every class of a training split needs two reviews, and there must be two classes."""
     counts = class_counts(classes, len(reader.labels))
@@ -361,84 +360,6 @@ def check_classes(classes: np.ndarray, reader: LabelReader, source: str) -> None
     if counts.min() < 2:
         rare = ", ".join(f"{reader.labels[i]} ({counts[i]})" for i in np.flatnonzero(counts < 2))
         raise DataError(f"{source}: too few training reviews of {rare}; every class needs at least two")
-
-
-def encode_splits(read: Splits, encoding: Encoding, folder: Path, counted: int, num_proc: int | None = None) -> None:
-    """Encode the splits into ``folder``, with a vocabulary (and a bag's table) of the first ``counted`` training
-    reviews."""
-    reviews, classes, reader = read
-    order = [s for s in SPLITS if s in reviews]
-    texts = [t for s in order for t in reviews[s].texts]
-    count_mask = np.concatenate([np.arange(len(reviews[s])) < (counted if s == "train" else 0) for s in order])
-    vocab, ids, lengths = encode_corpus(texts, count_mask=count_mask, min_freq=encoding.min_freq,
-                                        max_size=encoding.max_size, max_length=encoding.max_length,
-                                        truncation=encoding.truncation, num_proc=num_proc)
-    vocab.save(folder / "vocab.json")
-    bags = encode_bags(texts, count_mask, classes["train"][:counted], len(reader.labels), encoding, folder)
-    start = 0
-    for split in order:
-        stop = start + len(reviews[split])
-        np.save(folder / f"{split}.ids.npy", ids[start:stop])
-        np.save(folder / f"{split}.lengths.npy", lengths[start:stop])
-        np.save(folder / f"{split}.labels.npy", label_array(classes[split]))
-        if bags is not None:
-            flat, counts, offsets, _ = bags
-            np.save(folder / f"{split}.bag.npy", flat[offsets[start]:offsets[stop]])
-            np.save(folder / f"{split}.bag_counts.npy", counts[start:stop])
-        start = stop
-    meta = {"splits": {s: len(reviews[s]) for s in order}, "vocab_size": len(vocab), "labels": list(reader.labels),
-            "class_counts": class_counts(classes["train"], len(reader.labels)).tolist(),
-            "multi_label": classes["train"].ndim == 2}
-    if bags is not None:
-        meta["bag_size"] = bags[3]
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-
-
-def label_array(classes: np.ndarray) -> np.ndarray:
-    """Labels as stored: class indices as int16, label sets as rows of 0/1 in uint8."""
-    return classes.astype(np.uint8 if classes.ndim == 2 else np.int16)
-
-
-BAG_CHUNK = 16_384  # reviews tokenized, counted and encoded at a time: bounds the memory of a corpus's n-grams
-
-
-def encode_bags(texts: list[str], count_mask: np.ndarray, counted_classes: np.ndarray, num_classes: int,
-                encoding: Encoding, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """With ``bag_ngrams``, every review's n-gram ids (end to end), their counts, offsets, and the size of the table
-    of the n-grams of the counted training reviews, which is written into ``folder`` with their log-count ratios.
-
-    Two passes, ``BAG_CHUNK`` reviews at a time: the first tokenizes, spills each review's word hashes to a file and
-    counts the n-grams of the counted reviews (``NgramCounter``); the second reads the word hashes back and encodes
-    them with the table. The n-grams of the whole corpus are never held at once."""
-    if not encoding.bag_ngrams:
-        return None
-    counted = int(np.count_nonzero(count_mask))  # the training split's first reviews, as for the vocabulary
-    work = folder / ".bag"
-    counter = NgramCounter(work / "counts", encoding.bag_ngrams)
-    lengths = []
-    with open(work / "words.bin", "wb") as spill:
-        for lo in range(0, len(texts), BAG_CHUNK):
-            words = Words.of(tokenize_bytes(t) for t in texts[lo: lo + BAG_CHUNK])
-            words.hashes.tofile(spill)
-            lengths.append(words.lengths)
-            if lo < counted:
-                counter.add(words.first(counted - lo))
-    table = NgramTable(counter.table(encoding.bag_min_count), encoding.bag_ngrams)
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-    counts = [np.zeros(0, dtype=np.int64)]
-    with open(work / "words.bin", "rb") as spill, open(work / "ids.bin", "wb") as out:
-        for lo in range(0, len(lengths), BAG_CHUNK):
-            chunk = lengths[lo: lo + BAG_CHUNK]
-            ids, n = table.encode(Words(np.fromfile(spill, dtype=np.uint64, count=int(chunk.sum())), chunk))
-            ids.tofile(out)  # int32, read back whole: one array, not a list of chunks and their copy
-            counts.append(n)
-    flat, counts = np.fromfile(work / "ids.bin", dtype=np.int32), np.concatenate(counts)
-    shutil.rmtree(work)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    np.save(folder / "ngrams.npy", table.hashes)
-    np.save(folder / "ngram_ratios.npy", log_count_ratios(flat[: offsets[counted]], counts[:counted],
-                                                          counted_classes, len(table), num_classes))
-    return flat, counts, offsets, len(table)
 
 
 def stratified_split(classes: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None

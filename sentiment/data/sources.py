@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 
 from sentiment.errors import DataError
 from sentiment.io import atomic_open
@@ -39,12 +40,72 @@ class DataWarning(UserWarning):
     """Input that was read, but not as written (for example bytes that are not UTF-8)."""
 
 
+class TextStore(Sequence[str]):
+    """Texts kept in a file instead of memory: UTF-8 end to end, and where each one starts. A slice reads one stretch
+    of the file; ``take`` picks texts by position (a validation split's rows) without reading them. A corpus of
+    millions of reviews then costs 8 bytes a review in memory, not the texts."""
+
+    def __init__(self, path: Path, starts: np.ndarray, picked: np.ndarray | None = None) -> None:
+        self.path, self.starts, self.picked = Path(path), starts, picked
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1 if self.picked is None else len(self.picked)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                return [self[k] for k in range(lo, hi, step)]
+            if self.picked is not None:
+                return [self._read(k, k + 1)[0] for k in self.picked[lo:hi]]
+            return self._read(lo, hi)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i = i % len(self)
+        return self._read(*((i, i + 1) if self.picked is None else (self.picked[i], self.picked[i] + 1)))[0]
+
+    def _read(self, lo: int, hi: int) -> list[str]:
+        ends = self.starts[lo: hi + 1] - self.starts[lo]
+        with open(self.path, "rb") as f:
+            f.seek(int(self.starts[lo]))
+            data = f.read(int(ends[-1]))
+        return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(ends[:-1].tolist(), ends[1:].tolist())]
+
+    def take(self, idx: Sequence[int]) -> TextStore:
+        """The texts at positions ``idx``, in that order, still in the file."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return TextStore(self.path, self.starts, idx if self.picked is None else self.picked[idx])
+
+
+class _TextSpill:
+    """Writes texts to a ``TextStore``'s file as they are read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file, self.starts = path, open(path, "wb"), [np.zeros(1, dtype=np.int64)]
+
+    def extend(self, texts: Sequence[str]) -> None:
+        data = [t.encode("utf-8", "surrogatepass") for t in texts]
+        self.starts.append(self.starts[-1][-1:] + np.cumsum(np.fromiter(map(len, data), np.int64, len(data))))
+        self.file.write(b"".join(data))
+
+    def store(self) -> TextStore:
+        self.file.close()
+        return TextStore(self.path, np.concatenate(self.starts))
+
+
+def _pick(items: Sequence | None, idx: Sequence[int]) -> Sequence | None:
+    if items is None:
+        return None
+    return items.take(idx) if hasattr(items, "take") else [items[i] for i in idx]
+
+
 @dataclass
 class Reviews:
     """Review texts with their labels as written in the source (``sentiment.data.labels`` names the classes), the
-    name of each review's row or file for error messages, and, where the source has them, ids."""
+    name of each review's row or file for error messages, and, where the source has them, ids. The texts are a list,
+    or a ``TextStore`` when a file was read to be encoded (``read_labelled(..., spill=)``)."""
 
-    texts: list[str]
+    texts: Sequence[str]
     labels: Sequence
     where: Sequence[str]
     ids: list[str] | None = field(default=None)
@@ -54,8 +115,7 @@ class Reviews:
         return len(self.texts)
 
     def subset(self, idx: Sequence[int]) -> Reviews:
-        pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
-        return Reviews(pick(self.texts), pick(self.labels), pick(self.where), pick(self.ids), pick(self.groups))
+        return Reviews(*(_pick(items, idx) for items in (self.texts, self.labels, self.where, self.ids, self.groups)))
 
     def joined(self, other: Reviews) -> Reviews:
         """These reviews, then ``other``'s (ids and groups kept where both have them)."""
@@ -390,44 +450,65 @@ def _iter_jsonl(path: Path, charset: str = "utf-8") -> Iterator[tuple[int, dict]
             yield lineno, obj
 
 
+READ_CHUNK = 65_536  # rows parsed at a time: a file's texts are never all in memory at once when spilled
+
+
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  id_column: str = "id", charset: str = "utf-8") -> Reviews:
-    """Read a labelled CSV, TSV or JSONL file, or a ``.txt`` file in fastText's format, its text in ``charset``."""
+                  id_column: str = "id", charset: str = "utf-8", spill: Path | None = None) -> Reviews:
+    """Read a labelled CSV, TSV or JSONL file, or a ``.txt`` file in fastText's format, its text in ``charset``.
+
+    With ``spill``, a file path, the texts are written there as they are read and come back as a ``TextStore``: the
+    file is read ``READ_CHUNK`` rows at a time, and memory follows its labels, not its texts."""
     path = Path(path)
     _check_readable(path, charset)
     fmt = file_format(path)
-    if fmt == "txt":
-        with _warn_on_replacements(path, charset):
-            return _read_fasttext(path, charset)
+    texts = _TextSpill(spill) if spill else []
+    labels: list = []
+    canonical: dict = {}  # one object per distinct label: millions of rows name a few labels
+    ids: list | None = []
+    where: Sequence[str] = _RowNames()
     with _warn_on_replacements(path, charset):
-        if fmt == "jsonl":
-            rows = list(_iter_jsonl(path, charset))
-            if not rows:
-                raise DataError(f"{path}: the file is empty")
-            texts, raw_labels, ids, where = [], [], [], []
-            text_key = label_key = None
-            for lineno, obj in rows:
+        if fmt == "txt":
+            where, ids = _read_fasttext(path, charset, texts, labels), None
+        elif fmt == "jsonl":
+            lines, chunk = [], []
+            for lineno, obj in _iter_jsonl(path, charset):
                 keys = list(obj)
                 text_key = _resolve_column(path, keys, text_column, "text")
                 label_key = _resolve_column(path, keys, label_column, "label")
-                texts.append(str(obj[text_key]))
-                raw_labels.append(obj[label_key])
-                ids.append(str(obj[id_column]) if id_column in obj else None)
-                where.append(f"line {lineno}")
-            id_list = ids if all(i is not None for i in ids) else None
+                chunk.append(str(obj[text_key]))
+                if len(chunk) == READ_CHUNK:
+                    texts.extend(chunk)
+                    chunk = []
+                label = obj[label_key]
+                labels.append(canonical.setdefault(label, label) if isinstance(label, str) else label)
+                if ids is not None and id_column in obj:
+                    ids.append(str(obj[id_column]))
+                else:
+                    ids = None
+                lines.append(lineno)
+            texts.extend(chunk)
+            if not lines:
+                raise DataError(f"{path}: the file is empty")
+            where = _LineNames(np.array(lines, dtype=np.int64))
         else:
-            with _open_text(path, charset) as f, _table_errors(path, fmt):
-                df = _read_table(f, fmt)
-            if len(df) == 0:
+            with _open_text(path, charset) as f, _table_errors(path, fmt), _read_table(f, fmt,
+                                                                                       chunksize=READ_CHUNK) as chunks:
+                for df in chunks:
+                    if not len(df):
+                        continue
+                    cols = list(df.columns)
+                    text_key = _resolve_column(path, cols, text_column, "text")
+                    label_key = _resolve_column(path, cols, label_column, "label")
+                    texts.extend(df[text_key].tolist())
+                    labels.extend([canonical.setdefault(v, v) for v in df[label_key].tolist()])
+                    if ids is not None and id_column in cols:
+                        ids.extend(df[id_column].tolist())
+                    else:
+                        ids = None
+            if not labels:
                 raise DataError(f"{path}: no rows below the header")
-            cols = list(df.columns)
-            text_key = _resolve_column(path, cols, text_column, "text")
-            label_key = _resolve_column(path, cols, label_column, "label")
-            texts = df[text_key].tolist()
-            raw_labels = df[label_key].tolist()
-            id_list = df[id_column].tolist() if id_column in cols else None
-            where = _RowNames()
-    return Reviews(texts, raw_labels, where, id_list)
+    return Reviews(texts.store() if spill else texts, labels, where, ids)
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's label prefix: `__label__positive great film`
@@ -443,36 +524,64 @@ def split_fasttext(line: str) -> tuple[list[str], str]:
     return labels, " ".join(t for t in tokens if not t.startswith(FASTTEXT_LABEL))
 
 
-def _read_fasttext(path: Path, charset: str = "utf-8") -> Reviews:
-    """A labelled file in fastText's format, as fastText reads it: every whitespace-separated token starting with
-    ``__label__`` is a label, the others are the text; blank lines are skipped. A line with several labels has them as
-    a list (read with ``multi_label``)."""
-    texts, labels, where = [], [], []
+def _read_fasttext(path: Path, charset: str, texts, labels: list) -> _LineNames:
+    """A labelled file in fastText's format, as fastText reads it, into ``texts`` and ``labels``; the lines read.
+    Every whitespace-separated token starting with ``__label__`` is a label, the others are the text; blank lines are
+    skipped. A line with several labels has them as a list (read with ``multi_label``)."""
+    lines, chunk = [], []
+    canonical: dict = {}
     with _open_text(path, charset) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             found, text = split_fasttext(line)
             if not found:
-                if not texts:  # the first line says which format the file is in
+                if not lines:  # the first line says which format the file is in
                     raise DataError(f"{path}: plain text has no labels; training and evaluation need CSV, TSV, "
                                     f"JSONL or fastText's format (lines starting with {FASTTEXT_LABEL}LABEL)")
                 raise DataError(f"{path}: line {lineno}: no {FASTTEXT_LABEL} label; every line of a fastText file "
                                 "needs one")
             distinct = list(dict.fromkeys(found))
-            texts.append(text)
-            labels.append(distinct[0] if len(distinct) == 1 else distinct)  # several: a set (multi_label)
-            where.append(f"line {lineno}")
-    if not texts:
+            chunk.append(text)
+            if len(chunk) == READ_CHUNK:
+                texts.extend(chunk)
+                chunk = []
+            labels.append(canonical.setdefault(distinct[0], distinct[0]) if len(distinct) == 1 else distinct)
+            lines.append(lineno)
+    texts.extend(chunk)
+    if not lines:
         raise DataError(f"{path}: the file is empty")
-    return Reviews(texts, labels, where, None)
+    return _LineNames(np.array(lines, dtype=np.int64))
 
 
 class _RowNames:
     """Names rows of a table lazily: "row 7" is the seventh row below the header."""
 
+    def __init__(self, rows: np.ndarray | None = None) -> None:
+        self.rows = rows  # which rows, when a subset
+
     def __getitem__(self, i: int) -> str:
-        return f"row {i + 1}"
+        return f"row {(i if self.rows is None else int(self.rows[i])) + 1}"
+
+    def take(self, idx: Sequence[int]) -> _RowNames:
+        idx = np.asarray(idx, dtype=np.int64)
+        return _RowNames(idx if self.rows is None else self.rows[idx])
+
+
+class _LineNames:
+    """Names a file's records by their lines ("line 7"), kept as numbers."""
+
+    def __init__(self, lines: np.ndarray) -> None:
+        self.lines = lines
+
+    def __getitem__(self, i: int) -> str:
+        return f"line {int(self.lines[i])}"
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def take(self, idx: Sequence[int]) -> _LineNames:
+        return _LineNames(self.lines[np.asarray(idx, dtype=np.int64)])
 
 
 def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str = "id",

@@ -314,7 +314,7 @@ _worker_state: dict = {}
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def gc_paused():
     """Millions of fresh token lists make the cyclic garbage collector rescan in vain; none form cycles."""
     was_enabled = gc.isenabled()
     gc.disable()
@@ -332,7 +332,7 @@ def _count_part(start: int, stop: int, count_mask: np.ndarray | None, max_length
     local: dict[bytes, int] = {}  # each distinct token of this part, by its first appearance
     flats: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
-    with _gc_paused():
+    with gc_paused():
         for lo in range(start, stop, _CHUNK):
             hi = min(lo + _CHUNK, stop)
             toks = [_tokenize_bytes(t, max_length, truncation) for t in _worker_texts[lo:hi]]
@@ -360,6 +360,16 @@ def worker_count(n: int | None) -> int:
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, n)
+
+
+def worker_parts(n: int, num_proc: int | None) -> list[tuple[int, int]]:
+    """``n`` reviews as contiguous parts, one a process: ``num_proc`` (None: one per available core), fewer for a small
+    corpus (forking pays only on a few thousand reviews), one where processes cannot fork."""
+    procs = min(worker_count(num_proc), max(1, n // 4000))
+    if "fork" not in multiprocessing.get_all_start_methods():
+        procs = 1
+    bounds = np.linspace(0, n, procs + 1).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
 def encode_corpus(
@@ -392,22 +402,16 @@ def encode_corpus(
     global _worker_texts
     kept_ends(max_length, truncation)  # a bad mode fails here, not in a worker process
     n = len(texts)
-    procs = min(worker_count(num_proc), max(1, n // 4000))  # forking pays only on a few thousand reviews
-    bounds = np.linspace(0, n, procs + 1).astype(int)
-    parts = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    parts = worker_parts(n, num_proc)
     if vocab is not None:  # nothing to count
         count_mask = np.zeros(n, dtype=bool)
     args = (count_mask, max_length, truncation)
     _worker_texts = texts
     pools: list[ProcessPoolExecutor] = []
     try:
-        with _gc_paused():
-            if len(parts) > 1 and "fork" in multiprocessing.get_all_start_methods():
-                # one child per extra part; children inherit the texts; this process does the first part
-                ctx = multiprocessing.get_context("fork")
-                pools = [ProcessPoolExecutor(1, mp_context=ctx) for _ in parts[1:]]
-            else:
-                parts = [(0, n)]
+        with gc_paused():
+            # one child per extra part; children inherit the texts; this process does the first part
+            pools = [ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) for _ in parts[1:]]
             futures = [p.submit(_count_part, lo, hi, *args) for p, (lo, hi) in zip(pools, parts[1:])]
             counts = _count_part(*parts[0], *args)
             for f in futures:
