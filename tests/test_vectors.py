@@ -33,7 +33,7 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     real = vectors_module.train_vectors
 
     def spy(texts, vocab, dim, **kwargs):
-        seen["texts"] = list(texts)
+        seen["texts"] = [text for part in texts for text in part]
         return real(texts, vocab, dim, **kwargs)
 
     monkeypatch.setattr(vectors_module, "train_vectors", spy)
@@ -109,3 +109,29 @@ def test_word_vectors_are_read_only_after_prepare_data_and_a_failed_write_leaves
     monkeypatch.undo()
     dm.prepare_data()  # and the next fit learns them whole
     assert dm.embedding_vectors.shape == (dm.vocab_size, 16)
+
+
+def test_word_vectors_of_your_own_file_learn_from_its_training_split_read_from_a_spilled_file(tmp_path, monkeypatch):
+    import random
+
+    from conftest import write_csv
+
+    rng = random.Random(5)
+    rows = [(make_review(rng, i % 2 == 0), "pos" if i % 2 == 0 else "neg") for i in range(120)]
+    train = write_csv(tmp_path / "train.csv", rows)
+    seen = {}
+    real = vectors_module.train_vectors
+
+    def spy(texts, vocab, dim, **kwargs):
+        seen["kinds"] = [type(part).__name__ for part in texts]
+        seen["texts"] = [text for part in texts for text in part]
+        return real(texts, vocab, dim, **kwargs)
+
+    monkeypatch.setattr(vectors_module, "train_vectors", spy)
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), encoding={"min_freq": 1},
+                             unlabelled={"word_vectors": 8})
+    dm.prepare_data()
+    reviews, _, _ = dm.corpus.read_splits()
+    assert seen["kinds"][0] == "TextStore" and seen["texts"] == reviews["train"].texts  # not validation's share
+    assert dm.embedding_vectors.shape == (dm.vocab_size, 8)
+    assert [p.name for p in (tmp_path / "data" / ".sentiment_cache").iterdir()] == [dm.cache_dir.name]  # no spill left

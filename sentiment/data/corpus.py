@@ -165,15 +165,12 @@ class Corpus:
         reviews["train"] = reviews["train"].joined(sure)
         classes["train"] = np.concatenate([classes["train"], sure_classes])
 
-    def unlabelled_texts(self) -> list[str]:
+    def unlabelled_texts(self, spill: Path | None = None) -> Sequence[Sequence[str]]:
         """What word vectors learn from: the training split's reviews and IMDb's unlabelled ones (never
-        validation's or test's)."""
+        validation's or test's). With ``spill``, a folder, your files' texts are kept there, not in memory."""
         sources = self.sources()
-        reviews, _, _ = self.labelled().read_splits(sources)
-        texts = list(reviews["train"].texts)
-        if "imdb" in sources:
-            texts += read_imdb_unlabelled(sources["imdb"])
-        return texts
+        reviews, _, _ = self.labelled().read_splits(sources, spill=spill)
+        return [reviews["train"].texts, read_imdb_unlabelled(sources["imdb"]) if "imdb" in sources else []]
 
     # --- the cache ----------------------------------------------------------------------------------
 
@@ -234,7 +231,9 @@ class Corpus:
             if self.unlabelled.pseudo_labels:  # the vocabulary is the labelled data's, and so are its vectors
                 self.labelled().prepare()
             else:
-                cache_vectors(cache, dim, self.unlabelled_texts, self.encoding.seed, self.num_proc)
+                with tempfile.TemporaryDirectory(prefix=".texts.", dir=root) as spill:
+                    cache_vectors(cache, dim, lambda: self.unlabelled_texts(Path(spill)), self.encoding.seed,
+                                  self.num_proc)
         return cache
 
     # --- what the cache holds -----------------------------------------------------------------------

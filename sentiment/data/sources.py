@@ -64,6 +64,10 @@ class TextStore(Sequence[str]):
         i = i % len(self)
         return self._read(*((i, i + 1) if self.picked is None else (self.picked[i], self.picked[i] + 1)))[0]
 
+    def __iter__(self):
+        for lo in range(0, len(self), 4096):  # a stretch at a time, not a read a text
+            yield from self[lo: lo + 4096]
+
     def _read(self, lo: int, hi: int) -> list[str]:
         ends = self.starts[lo: hi + 1] - self.starts[lo]
         with open(self.path, "rb") as f:

@@ -9,6 +9,7 @@ when vectors are asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,11 @@ def vectors_file(cache: Path, dim: int) -> Path:
     return cache / f"vectors-v{VECTORS_VERSION}-sg-d{dim}-w{WINDOW}-e{EPOCHS}-m{MIN_COUNT}.npy"
 
 
-def cache_vectors(cache: Path, dim: int, texts: Callable[[], Sequence[str]], seed: int,
+def cache_vectors(cache: Path, dim: int, texts: Callable[[], Sequence[Sequence[str]]], seed: int,
                   workers: int | None = None) -> None:
-    """Learn the vectors of ``dim`` dimensions for the vocabulary cached in ``cache`` from ``texts()`` (read only if
-    they are not there yet) and keep them beside it; a failed write leaves no file."""
+    """Learn the vectors of ``dim`` dimensions for the vocabulary cached in ``cache`` from ``texts()``, sequences of
+    texts read one after the other (called only if the vectors are not there yet), and keep them beside it; a failed
+    write leaves no file."""
     path = vectors_file(cache, dim)
     if path.is_file():
         return
@@ -49,11 +51,12 @@ def cached_vectors(cache: Path, dim: int) -> np.ndarray:
     return np.load(path)
 
 
-def train_vectors(texts: Sequence[str], vocab: Vocab, dim: int, seed: int, workers: int | None = None,
+def train_vectors(texts: Sequence[Sequence[str]], vocab: Vocab, dim: int, seed: int, workers: int | None = None,
                   progress: bool = True) -> np.ndarray:
-    """A ``len(vocab) x dim`` float32 table: each vocabulary word's skip-gram vector, scaled so that the table
-    has unit variance (the scale of a freshly initialised embedding); words the texts never show often enough
-    get random vectors of that scale, and ``<pad>`` zeros."""
+    """A ``len(vocab) x dim`` float32 table: each vocabulary word's skip-gram vector, learnt from ``texts`` (sequences
+    of texts, read one after the other on each pass), scaled so that the table has unit variance (the scale of a
+    freshly initialised embedding); words the texts never show often enough get random vectors of that scale, and
+    ``<pad>`` zeros."""
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
     from tqdm.auto import tqdm
@@ -83,8 +86,8 @@ class _Tokenized:
     """The texts tokenized afresh on each of gensim's passes: memory stays flat (the token lists of 72,500
     reviews would take gigabytes), and tokenizing takes seconds beside a training pass's tens of seconds."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
+    def __init__(self, texts: Sequence[Sequence[str]]) -> None:
         self.texts = texts
 
     def __iter__(self):
-        return (tokenize(t) for t in self.texts)
+        return (tokenize(t) for t in chain.from_iterable(self.texts))
