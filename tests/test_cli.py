@@ -485,11 +485,12 @@ def test_resume_without_a_previous_run_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv):
+@pytest.mark.parametrize("shared", [True, False], ids=["one-shared-data-folder", "a-data-folder-each"])
+def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv, shared):
     # as README tells users with several machines: the same command on each, with MASTER_ADDR, MASTER_PORT and
-    # NODE_RANK set; here two "machines" of one process each, on loopback, each working in its own folder and
-    # both preparing the data into one shared data folder at once (DDP on one machine, `--trainer.devices 2`,
-    # runs in the benchmark's quick pass)
+    # NODE_RANK set; here two "machines" of one process each, on loopback, each working in its own folder, both
+    # preparing the data at once: into one shared data folder, or each into its own, as hosts without a shared disk
+    # do (the same cache, byte for byte). DDP on one machine, `--trainer.devices 2`, runs in the benchmark's quick pass
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -498,7 +499,8 @@ def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv)
         node = tmp_path / f"node{rank}"
         node.mkdir()
         nodes.append(subprocess.Popen(
-            ["sentiment", "fit", "--data.train_file", str(tiny_csv), "--data.data_dir", str(tmp_path / "data"),
+            ["sentiment", "fit", "--data.train_file", str(tiny_csv),
+             "--data.data_dir", str(tmp_path / ("data" if shared or rank == 0 else "data1")),
              "--data.loader.min_epoch_size", "3000", "--data.encoding.min_freq", "1", "--model.lr", "0.01",
              "--model.net.hidden_dim", "8", "--model.net.embed_dim", "8",
              "--trainer.max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
@@ -511,7 +513,10 @@ def test_two_nodes_on_loopback_train_one_model_that_predicts(tmp_path, tiny_csv)
         assert node.returncode == 0, err[-3000:]
     assert "Starting with 2 processes" in "".join(outputs[0])  # one run of two processes, not two runs
     assert "sync_dist" not in outputs[0][1]  # metrics are reduced over the processes
-    assert len(list((tmp_path / "data" / ".sentiment_cache").iterdir())) == 1
+    caches = [list((tmp_path / folder / ".sentiment_cache").iterdir()) for folder in ("data", "data1")[:2 - shared]]
+    assert [len(found) for found in caches] == [1] * len(caches)
+    for name in ([] if shared else sorted(p.name for p in caches[0][0].iterdir())):
+        assert (caches[0][0] / name).read_bytes() == (caches[1][0] / name).read_bytes(), name
     assert [p.name for p in (tmp_path / "node0" / "lightning_logs").iterdir()] == ["version_0"]
     assert not (tmp_path / "node1" / "lightning_logs").exists()  # the first node's first process saves and logs
     best = tmp_path / "node0" / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
