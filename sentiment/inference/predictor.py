@@ -41,6 +41,24 @@ Compute = Literal["bfloat16", "float32", "float32-plain"]
 COMPUTES = get_args(Compute)
 
 
+def answer_columns(labels: Sequence[str], multi_label: bool = False) -> list[str]:
+    """The columns an answer is written in (``answer_cells``): ``label`` and ``score``, or for label sets ``labels``;
+    ``p_<label>`` for every class; ``expected`` where the labels are numbers."""
+    columns = ["labels"] if multi_label else ["label", "score"]
+    columns += [f"p_{label}" for label in labels]
+    return columns + (["expected"] if numeric_values(labels) is not None else [])
+
+
+def answer_cells(answer: dict[str, Any] | None, columns: Sequence[str], separator: str = ";") -> list[str]:
+    """An answer as the text of ``answer_columns``' cells: label sets joined by ``separator``, probabilities to six
+    decimals; no answer (an empty review): every cell empty."""
+    if answer is None:
+        return [""] * len(columns)
+    decided = [separator.join(answer["labels"])] if "labels" in answer else [answer["label"], f"{answer['score']:.6f}"]
+    cells = [*decided, *(f"{p:.6f}" for p in answer["scores"].values())]
+    return cells + ([f"{answer['expected']:.4f}"] if "expected" in columns else [])
+
+
 def default_compute() -> Compute:
     """``bfloat16`` on CPUs that compute in it natively, else ``float32`` (the gate tables where they apply)."""
     return "bfloat16" if native_bfloat16() else "float32"

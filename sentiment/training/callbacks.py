@@ -19,8 +19,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sentiment.cpu import CpuLoad
 from sentiment.inference.checkpoint import write_checkpoint
+from sentiment.inference.predictor import answer_cells, answer_columns
 from sentiment.io import atomic_open
-from sentiment.data.labels import numeric_values
 from sentiment.data.settings import Encoding
 
 
@@ -239,18 +239,10 @@ class PredictionWriter(BasePredictionWriter):
         if self._writer is None:
             self._writer = csv.writer(self._file)
             self._writer.writerow(self._header(pl_module, ids is not None))
-        expected = "expected" in self._columns
         texts = batch.get("text") if isinstance(batch, dict) else None
-        rows = []
-        for k, (i, a) in enumerate(zip(index, answers)):
-            if texts is not None and not texts[k].strip():  # an empty line: nothing to classify, and it says so
-                rows.append([i, *[""] * (len(self._columns) - 1)])
-                continue
-            decided = [self._separator.join(a["labels"])] if "labels" in a else [a["label"], f"{a['score']:.6f}"]
-            row = [i, *decided, *(f"{p:.6f}" for p in a["scores"].values())]
-            if expected:
-                row.append(f"{a['expected']:.4f}")
-            rows.append(row)
+        # an empty line: nothing to classify, and it says so
+        rows = [[i, *answer_cells(a if texts is None or texts[k].strip() else None, self._columns, self._separator)]
+                for k, (i, a) in enumerate(zip(index, answers))]
         if ids is not None:
             for row, id_ in zip(rows, ids):
                 row.append(id_)
@@ -258,12 +250,8 @@ class PredictionWriter(BasePredictionWriter):
         self.rows += len(rows)
 
     def _header(self, pl_module, with_id: bool) -> list[str]:
-        labels = pl_module.labels
-        decided = ["labels"] if pl_module.multi_label else ["label", "score"]
-        self._columns = ["index", *decided, *(f"p_{label}" for label in labels)]
-        if numeric_values(labels) is not None:
-            self._columns.append("expected")
-        return self._columns + (["id"] if with_id else [])
+        self._columns = answer_columns(pl_module.labels, pl_module.multi_label)
+        return ["index", *self._columns, *(["id"] if with_id else [])]
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._writer is None:  # no input rows: still a well-formed file
