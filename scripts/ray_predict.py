@@ -1,6 +1,6 @@
 """Batch prediction over a corpus larger than one machine's throughput, with Ray Data.
 
-The input is read in blocks (a file, a folder of files, or a glob, CSV or JSON lines), each block's texts answered by a
+The input is read in blocks (a file or a folder of files, CSV or JSON lines), each block's texts answered by a
 ``Predictor`` held in a Ray actor (read from the checkpoint once per actor), and the answers written as CSV files as
 the blocks come: the corpus is never whole in one process's memory. Each output row is its input row (every column,
 the text included) followed by the columns ``sentiment predict`` writes (``label``, ``score``, ``p_<label>``, ...;
@@ -56,7 +56,7 @@ class Answer:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `sentiment fit`")
-    parser.add_argument("--input", required=True, help="a CSV or JSONL file, a folder of them, or a glob")
+    parser.add_argument("--input", required=True, help="a CSV or JSONL file, or a folder of them")
     parser.add_argument("--output", required=True, help="the folder the CSV files of answers are written into")
     parser.add_argument("--text_column", default="text")
     parser.add_argument("--label_separator", default=";", help="joins a text's labels, for a model of label sets")
