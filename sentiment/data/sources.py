@@ -454,7 +454,7 @@ def _iter_jsonl(path: Path, charset: str = "utf-8") -> Iterator[tuple[int, dict]
             yield lineno, obj
 
 
-READ_CHUNK = 65_536  # rows parsed at a time: a file's texts are never all in memory at once when spilled
+READ_CHUNK = 2_048  # rows parsed at a time: larger chunks cost pandas' parser memory, and no time (BENCHMARKS.md)
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
