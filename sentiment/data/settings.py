@@ -159,7 +159,7 @@ class Loading:
             whole times per epoch, so that a small data set gets about the training steps IMDb's 22,500 reviews get
             (a set of 9,000 short texts gained 1.5-2 points of accuracy; BENCHMARKS.md).
         predict_batch_size: reviews per prediction batch.
-        num_workers: DataLoader worker processes (0 is fastest: batches are slices of in-memory arrays).
+        num_workers: DataLoader worker processes (0 is fastest: a batch is a few reads of the cache's files).
         num_proc: processes used to tokenize (None: one per available core).
         charset: the character set of your files (``utf-8``; ``latin-1``, ``cp1252``, ``utf-16``, ...); bytes that
             are not text in it are replaced, with one warning per file.
