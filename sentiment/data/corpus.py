@@ -37,6 +37,7 @@ from sentiment.data.sources import (
     read_imdb,
     read_imdb_unlabelled,
     read_labelled,
+    read_texts,
     source_signature,
 )
 from sentiment.data.text import TextEncoder, Vocab, encode_corpus, tokenize_bytes
@@ -61,6 +62,7 @@ class Corpus:
     train_file: str | None = None
     val_file: str | None = None
     test_file: str | None = None
+    unlabelled_file: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     id_column: str = "id"
@@ -91,6 +93,11 @@ class Corpus:
             sources["imdb"] = self.imdb_source(fetch)
         if self.unlabelled.pseudo_labels:  # the labelling model keys the cache like the data it labels
             sources["teacher"] = Path(self.unlabelled.pseudo_labels)
+        if self.unlabelled.batch_size:
+            if not self.unlabelled_file and sources["train"] is not None:
+                raise DataError("--data.unlabelled.batch_size: with your own --data.train_file, name your unlabelled "
+                                "reviews with --data.unlabelled_file")
+            sources["unlabelled"] = Path(self.unlabelled_file) if self.unlabelled_file else sources["imdb"]
         return sources
 
     def reads_imdb(self, splits: Sequence[str]) -> bool:
@@ -215,6 +222,11 @@ class Corpus:
                 if self.unlabelled.pseudo_labels:
                     self._add_pseudo_labelled(reviews, classes, reader, sources)
                 splits = [Split(s, reviews[s].texts, classes[s]) for s in SPLITS if s in reviews]
+                if "unlabelled" in sources:  # after the splits: never counted in the vocabulary or the bag
+                    texts = (read_texts(sources["unlabelled"], self.text_column, self.charset, tmp / ".texts" / "u")
+                             if self.unlabelled_file else read_imdb_unlabelled(sources["unlabelled"]))
+                    none = np.zeros((len(texts), *classes["train"].shape[1:]), dtype=classes["train"].dtype)
+                    splits.append(Split("unlabelled", texts, none))
                 write_cache(splits, reader.labels, self.encoding, tmp, labelled, self.num_proc)
                 shutil.rmtree(tmp / ".texts")
                 tmp.chmod(0o777 & ~umask())  # as a plain mkdir would make it, not mkdtemp's private 0700

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 
@@ -45,6 +46,9 @@ class SentimentDataModule(L.LightningDataModule):
         val_file: labelled validation data; default: a seeded ``encoding.val_fraction`` of the training data.
         test_file: labelled test data; default with IMDb: the official test split.
         predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).
+        unlabelled_file: reviews without labels that the model's unlabelled losses learn from, with
+            ``unlabelled.batch_size`` (.csv, .tsv, .jsonl, or .txt with one review per line); default with IMDb: its
+            50,000 unlabelled reviews.
         text_column: column (or JSON key) holding the review; Kaggle's ``review`` is recognised.
         label_column: column holding the label: any values, words or numbers (0/1, pos/neg, positive/negative and
             true/false read as negative/positive); Kaggle's ``sentiment`` is recognised.
@@ -63,6 +67,7 @@ class SentimentDataModule(L.LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         predict_file: str | None = None,
+        unlabelled_file: str | None = None,
         text_column: str = "text",
         label_column: str = "label",
         id_column: str = "id",
@@ -76,8 +81,9 @@ class SentimentDataModule(L.LightningDataModule):
         groups = {name: as_settings(cls, given[name]) for name, cls in GROUPS.items()}
         self.encoding, self.unlabelled, self.loader, self.imdb = (groups[name] for name in GROUPS)
         self.predict_file = predict_file
-        self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, text_column, label_column, id_column,
-                             self.encoding, self.unlabelled, self.imdb, self.loader.num_proc, self.loader.charset)
+        self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, unlabelled_file, text_column,
+                             label_column, id_column, self.encoding, self.unlabelled, self.imdb, self.loader.num_proc,
+                             self.loader.charset)
         files = {k: v for k, v in given.items() if k not in GROUPS}
         # plain data, so that checkpoints load as data only; where IMDb is downloaded from, only if not the default
         self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()
@@ -185,6 +191,11 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
         wanted = [s for s in STAGE_SPLITS[stage] if s not in self._splits]
+        if stage == "fit" and self.unlabelled.batch_size and "unlabelled" not in self._splits:
+            if self._labels is not None:
+                raise DataError("--data.unlabelled.batch_size reads unlabelled reviews through the cache of the data a "
+                                "model is fitted on from scratch; not with --init_from")
+            wanted.append("unlabelled")
         if wanted and self._labels is not None:
             self._splits.update(self.corpus.encoded_with(wanted, self.text_encoder, self._labels))
             return
@@ -201,20 +212,28 @@ class SentimentDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """The training batches; with ``unlabelled.batch_size``, each beside a batch of unlabelled reviews (a
+        ``CombinedLoader`` of ``labelled`` and ``unlabelled`` batches, as long as the labelled ones)."""
         # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
-        seed, trainer, data = torch.initial_seed() % 2**31, self.trainer, self.dataset("train")
-        if trainer is not None and trainer.world_size > 1:
-            sampler = DistributedEpochShuffle(data, seed, self.loader.min_epoch_size, trainer.world_size,
-                                              trainer.global_rank)
-        else:
-            sampler = EpochShuffle(data, seed, self.loader.min_epoch_size)
-        loader = self._loader("train", sampler=sampler)
+        seed = torch.initial_seed() % 2**31
+        loader = self._loader("train", sampler=self._shuffle("train", seed, self.loader.min_epoch_size))
         if self._resume_state is not None:
             loader.load_state_dict(self._resume_state)
             self._resume_state = None
         self._train_loader = loader
-        return loader
+        size = self.unlabelled.batch_size
+        if not size:
+            return loader
+        # an order of its own, as many rows as the labelled batches need (the unlabelled reviews cycled if fewer)
+        unlabelled = self._loader("unlabelled", self._shuffle("unlabelled", seed + 1, len(loader) * size), size)
+        return CombinedLoader({"labelled": loader, "unlabelled": unlabelled}, mode="min_size")
+
+    def _shuffle(self, split: str, seed: int, min_rows: int) -> EpochShuffle | DistributedEpochShuffle:
+        data, trainer = self.dataset(split), self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return DistributedEpochShuffle(data, seed, min_rows, trainer.world_size, trainer.global_rank)
+        return EpochShuffle(data, seed, min_rows)
 
     def state_dict(self) -> dict:
         """Where training stands within its epoch; checkpoints carry it so a resumed run continues there."""
@@ -243,10 +262,11 @@ class SentimentDataModule(L.LightningDataModule):
             return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def _loader(self, split: str, sampler: EpochShuffle | DistributedEpochShuffle | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: EpochShuffle | DistributedEpochShuffle | None = None,
+                batch_size: int | None = None) -> DataLoader:
         # An own generator: starting a pass over the data would otherwise draw from the global RNG and
         # shift the dropout noise of the training steps that follow (resumed runs would diverge).
         workers = self.loader.num_workers
-        return ResumableLoader(self.dataset(split), batch_size=self.loader.batch_size, sampler=sampler,
+        return ResumableLoader(self.dataset(split), batch_size=batch_size or self.loader.batch_size, sampler=sampler,
                                collate_fn=as_batch, num_workers=workers, persistent_workers=workers > 0,
                                generator=torch.Generator())

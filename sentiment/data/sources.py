@@ -626,3 +626,16 @@ def iter_unlabelled(path: str | Path, text_column: str = "text", id_column: str 
                 for df in reader:
                     key = _resolve_column(path, list(df.columns), text_column, "text")
                     yield df[key].tolist(), (df[id_column].tolist() if id_column in df.columns else None)
+
+
+def read_texts(path: str | Path, text_column: str = "text", charset: str = "utf-8", spill: Path | None = None
+               ) -> Sequence[str]:
+    """The texts of a file of unlabelled reviews (CSV, TSV, JSONL, or plain text, one review per line), streamed, empty
+    ones left out; with ``spill``, a file path, kept there (``TextStore``)."""
+    texts = _TextSpill(spill) if spill else []
+    for chunk, _ in iter_unlabelled(path, text_column, charset=charset, chunk_size=READ_CHUNK):
+        texts.extend([text for text in chunk if text.strip()])
+    found = texts.store() if spill else texts
+    if not len(found):
+        raise DataError(f"{path}: no text to learn from (--data.unlabelled_file)")
+    return found

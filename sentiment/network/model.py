@@ -420,6 +420,58 @@ def adversarial_losses(net: SentimentNet, input_ids: torch.Tensor, lengths: torc
     return loss.detach() + carried, adversarial_loss, logits
 
 
+def divergence(target: torch.Tensor, logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """The mean over reviews of KL(p || q): ``p`` the probabilities of the ``target`` logits, held fixed, ``q`` those of
+    ``logits``; of label sets, each label's own two-way divergence, summed over the labels."""
+    p = probabilities(target.detach(), multi_label)
+    if multi_label:
+        p, log_q = torch.stack([1 - p, p], -1), torch.stack([F.logsigmoid(-logits.float()),
+                                                            F.logsigmoid(logits.float())], -1)
+    elif logits.dim() == 1:
+        log_q = torch.stack([F.logsigmoid(-logits.float()), F.logsigmoid(logits.float())], -1)
+    else:
+        log_q = F.log_softmax(logits.float(), -1)
+    kl = p * (p.clamp(min=1e-12).log() - log_q)
+    return kl.sum() / len(logits)
+
+
+def entropy(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """The mean over reviews of the entropy of the predicted distribution (of label sets, summed over the labels):
+    minimised on unlabelled reviews, it asks the model to be sure of them (Grandvalet & Bengio, 2005)."""
+    if multi_label or logits.dim() == 1:  # two-way distributions, one per logit
+        z = logits.float()
+        p = torch.sigmoid(z)
+        return -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z)).sum() / len(logits)
+    log_p = F.log_softmax(logits.float(), -1)
+    return -(log_p.exp() * log_p).sum() / len(logits)
+
+
+def virtual_adversarial_loss(net: SentimentNet, input_ids: torch.Tensor, lengths: torch.Tensor, epsilon: float,
+                             bag_ids: torch.Tensor | None = None, xi: float = 0.1
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For reviews without labels: how far the prediction moves under the small shift of each review's embeddings
+    (L2 norm ``epsilon``) that moves it most, found by one step of power iteration from a random shift of norm ``xi``
+    (Miyato et al., 2017/2019, virtual adversarial training), and the clean logits. The clean prediction is the target,
+    held fixed; the loss's gradient reaches the parameters through the shifted pass. A step costs three forward and two
+    backward passes."""
+    input_ids, lengths = net.prepare(input_ids, lengths)
+    x, _ = net.embed(input_ids, lengths, reversed_too=False)
+    bag = net.bag_logits(bag_ids)
+    logits = net.read(x, input_ids, lengths, bag=bag)
+    real = (torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]).unsqueeze(-1)  # T x B x 1
+
+    def unit(d: torch.Tensor) -> torch.Tensor:  # each review's shift to norm 1 over its real tokens
+        d = d * real
+        return d / d.pow(2).sum(dim=(0, 2), keepdim=True).sqrt().clamp(min=1e-12)
+
+    probe = (xi * unit(torch.randn(x.shape, device=x.device))).requires_grad_()
+    moved = divergence(logits, net.read(x.detach() + probe.to(x.dtype), input_ids, lengths, bag=bag), net.multi_label)
+    grad, = torch.autograd.grad(moved, probe)
+    shift = epsilon * unit(grad.float())
+    loss = divergence(logits, net.read(x + shift.to(x.dtype), input_ids, lengths, bag=bag), net.multi_label)
+    return loss, logits
+
+
 class _TakenGradients(torch.autograd.Function):
     """Zero in value; its backward hands each parameter the gradient given for it. Gradients already taken
     with ``torch.autograd.grad`` join a later ``backward()`` this way, without another pass through their

@@ -28,7 +28,8 @@ from sentiment.inference.checkpoint import (ENCODER_KEY, add_inference_state, lo
 from sentiment import cpu
 from sentiment.errors import DataError
 from sentiment.data.labels import BINARY, numeric_values
-from sentiment.network.model import NetConfig, SentimentNet, adversarial_losses, classification_loss, probabilities
+from sentiment.network.model import (NetConfig, SentimentNet, adversarial_losses, classification_loss, entropy,
+                                     probabilities, virtual_adversarial_loss)
 from sentiment.inference.predictor import Predictor
 from sentiment.data.text import TextEncoder, Vocab
 
@@ -73,6 +74,10 @@ class SentimentClassifier(L.LightningModule):
             gradient, trained on beside the clean input (0: off; about twice the training time).
         adversarial_every: take the adversarial loss on one training step in this many (1: every step); the
             others train on the clean loss alone, at half the cost.
+        vat: virtual adversarial training on unlabelled reviews (the data module's ``unlabelled.batch_size``): the norm
+            of the shift of each review's embeddings that moves the prediction most; the divergence it causes is
+            trained away beside the labelled loss (0: off; each step then reads its unlabelled batch three times).
+        entropy: entropy minimisation on unlabelled reviews: the weight of the prediction's entropy on them (0: off).
         bag_lr: peak learning rate of the bag of n-grams' weights (``bag_size`` > 0); None: ``lr``.
         bag_weight_decay: AdamW weight decay of the bag's weights, its own regularisation, so that it does not
             drown the recurrent part.
@@ -93,6 +98,8 @@ class SentimentClassifier(L.LightningModule):
         class_weights: ClassWeights = "none",
         adversarial: float = 2.0,  # gains more than a wider or longer model for the same time (BENCHMARKS.md)
         adversarial_every: int = 2,  # every other step: the same accuracy at two thirds of the time (BENCHMARKS.md)
+        vat: float = 0.0,
+        entropy: float = 0.0,
         bag_lr: float | None = None,
         bag_weight_decay: float = 0.0,
     ) -> None:
@@ -219,8 +226,35 @@ class SentimentClassifier(L.LightningModule):
         each label whose probability is above 0.5."""
         return (logits > 0).long() if logits.dim() == 1 or self.multi_label else logits.argmax(dim=-1)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "labelled" not in batch:
+            if self.hparams.vat or self.hparams.entropy:
+                raise DataError("--model.vat and --model.entropy learn from unlabelled reviews: set "
+                                "--data.unlabelled.batch_size (with your own data, --data.unlabelled_file too)")
+            return self._shared_step(batch, "train")
+        loss = self._shared_step(batch["labelled"], "train")
+        unlabelled = self._unlabelled_losses(batch["unlabelled"])
+        return loss + unlabelled - unlabelled.detach()  # their gradient; the value logged stays the labelled loss
+
+    @torch.compiler.disable  # the gradient taken for the shift, as in _adversarial_losses
+    def _unlabelled_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The losses on a batch of unlabelled reviews: virtual adversarial, and the predictions' entropy."""
+        if not (self.hparams.vat or self.hparams.entropy):
+            raise DataError("the data module gives unlabelled batches (--data.unlabelled.batch_size) but no loss "
+                            "learns from them: set --model.vat or --model.entropy")
+        args = batch["input_ids"], batch["lengths"]
+        total, n = torch.zeros((), device=args[0].device), len(args[1])
+        if self.hparams.vat:
+            vat, logits = virtual_adversarial_loss(self.net, *args, self.hparams.vat, batch.get("bag_ids"))
+            self.log("train/vat_loss", vat.detach(), batch_size=n)
+            total = total + vat
+        else:
+            logits = self.net(*args, batch.get("bag_ids"))
+        if self.hparams.entropy:
+            spread = entropy(logits, self.multi_label)
+            self.log("train/entropy", spread.detach(), batch_size=n)
+            total = total + self.hparams.entropy * spread
+        return total
 
     def on_train_epoch_end(self) -> None:
         # Each self.log call costs Lightning about 0.6 ms, so the accuracy is logged once an epoch, not every step

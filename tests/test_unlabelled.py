@@ -1,0 +1,112 @@
+"""Learning from unlabelled reviews through the loss: unlabelled batches beside the labelled ones, virtual adversarial
+training and entropy minimisation."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import make_reviews, run_cli, write_csv
+
+from sentiment import SentimentClassifier, SentimentDataModule
+from sentiment.errors import DataError
+from sentiment.network.model import NetConfig, SentimentNet, divergence, entropy, virtual_adversarial_loss
+
+
+def test_the_virtual_adversarial_shift_moves_the_prediction_more_than_a_random_one_and_trains_the_weights():
+    torch.manual_seed(0)
+    net = SentimentNet(50, NetConfig(embed_dim=16, hidden_dim=16, dropout=0.0, embed_dropout=0.0, word_dropout=0.0))
+    net.head.weight.data *= 20  # a sharp model, whose predictions a shift can move
+    ids = torch.randint(2, 50, (32, 12))
+    lengths = torch.randint(3, 13, (32,))
+    ids[torch.arange(12)[None, :] >= lengths[:, None]] = 0
+    loss, logits = virtual_adversarial_loss(net, ids, lengths, epsilon=1.0)
+    assert loss.item() > 0 and logits.shape == (32,)
+    loss.backward()
+    assert net.head.weight.grad.abs().sum() > 0 and net.embedding.weight.grad.abs().sum() > 0
+    # the same norm in random directions moves the predictions less
+    x, _ = net.embed(ids, lengths, reversed_too=False)
+    real = (torch.arange(12)[:, None] < lengths[None, :]).unsqueeze(-1)
+    moved = []
+    with torch.no_grad():
+        for _ in range(20):
+            d = torch.randn(x.shape) * real
+            d = d / d.pow(2).sum(dim=(0, 2), keepdim=True).sqrt()
+            moved.append(divergence(logits, net.read(x + d, ids, lengths)).item())
+    assert loss.item() > 3 * np.mean(moved), (loss.item(), np.mean(moved))
+
+
+def test_entropy_is_the_predictions_spread_for_one_logit_and_for_several_classes():
+    assert entropy(torch.tensor([0.0, 0.0])).item() == pytest.approx(np.log(2))
+    assert entropy(torch.tensor([[0.0, 0.0, 0.0]])).item() == pytest.approx(np.log(3))
+    assert entropy(torch.tensor([30.0])).item() < 1e-6
+    assert entropy(torch.tensor([[0.0, 0.0]]), multi_label=True).item() == pytest.approx(2 * np.log(2))
+
+
+def _data(tmp_path, n_unlabelled=200):
+    train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(300)])
+    lines = [t for t, _ in make_reviews(n_unlabelled, seed=9)]
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("\n".join(lines[:50] + ["", "zzzonlyunlabelled " * 3] + lines[50:]) + "\n")
+    return train, unlabelled, lines
+
+
+class _Seen(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch = batch
+
+    def on_train_end(self, trainer, pl_module):
+        self.metrics = dict(trainer.callback_metrics)
+
+
+def _fit(tmp_path, train, unlabelled, name, vat=0.0, entropy_weight=0.0, batch_size=16):
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), unlabelled_file=str(unlabelled),
+                             encoding={"min_freq": 1}, unlabelled={"batch_size": batch_size},
+                             loader={"batch_size": 32, "min_epoch_size": 0})
+    dm.prepare_data()
+    L.seed_everything(3)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, vat=vat, entropy=entropy_weight,
+                                net={"embed_dim": 16, "hidden_dim": 16}, adversarial=0.0)
+    seen = _Seen()
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[seen], default_root_dir=str(tmp_path / name))
+    trainer.fit(model, dm)
+    return dm, model, seen
+
+
+def test_unlabelled_batches_train_with_both_losses_and_never_reach_the_vocabulary(tmp_path):
+    train, unlabelled, lines = _data(tmp_path)
+    dm, model, seen = _fit(tmp_path, train, unlabelled, "both", vat=1.0, entropy_weight=0.5)
+    assert {"train/vat_loss", "train/entropy", "train/loss"} <= seen.metrics.keys()
+    assert set(seen.batch) == {"labelled", "unlabelled"} and len(seen.batch["unlabelled"]["lengths"]) == 16
+    assert len(dm.dataset("unlabelled")) == len(lines) + 1  # the empty line left out
+    assert "zzzonlyunlabelled" not in dm.vocab.stoi  # the vocabulary and the bag are the labelled reviews'
+    plain = SentimentDataModule(data_dir=str(tmp_path / "plain"), train_file=str(train), encoding={"min_freq": 1})
+    plain.prepare_data()
+    assert plain.vocab == dm.vocab
+    np.testing.assert_array_equal(plain.corpus.bag_ratios, dm.corpus.bag_ratios)
+
+
+def test_entropy_minimisation_makes_the_model_surer_of_the_unlabelled_reviews(tmp_path):
+    train, unlabelled, lines = _data(tmp_path)
+    spread = {}
+    for weight in (1e-9, 10.0):
+        dm, model, _ = _fit(tmp_path, train, unlabelled, f"e{weight}", entropy_weight=weight)
+        model.eval()
+        with torch.no_grad():
+            inputs = dm.text_encoder.model_inputs(lines)
+            spread[weight] = entropy(model(**inputs)).item()
+    assert spread[10.0] < 0.6 * spread[1e-9], spread
+
+
+def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, capsys):
+    train, unlabelled, _ = _data(tmp_path, 20)
+    with pytest.raises(DataError, match="no loss learns from them: set --model.vat or --model.entropy"):
+        _fit(tmp_path, train, unlabelled, "none")
+    with pytest.raises(DataError, match="name your unlabelled reviews with --data.unlabelled_file"):
+        SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train),
+                            unlabelled={"batch_size": 8}).prepare_data()
+    code = run_cli("fit", "--data.train_file", str(train), "--data.data_dir", str(tmp_path / "c"), "--model.vat", "1",
+                   "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path))
+    assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.batch_size (with "
+        "your own data, --data.unlabelled_file too)")
