@@ -404,3 +404,14 @@ def test_from_pandas_trains_on_data_frames_as_on_files(tmp_path):
         SentimentDataModule.from_pandas(frame.rename(columns={"text": "body"}), data_dir=str(tmp_path / "d"))
     with pytest.raises(DataError, match=r"^the val DataFrame: no label column 'label'"):
         SentimentDataModule.from_pandas(frame, val=frame[["text"]], data_dir=str(tmp_path / "d"))
+
+
+def test_no_two_groups_of_settings_share_a_setting_name():
+    # checkpoints of the flat layout name every setting at the top; load_data_settings puts each in the one group
+    # that has it (a name in two groups once sent the loader's batch_size to the unlabelled reviews' group)
+    import dataclasses
+
+    from sentiment.data.settings import GROUPS
+
+    names = [f.name for cls in GROUPS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

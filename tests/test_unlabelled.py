@@ -60,7 +60,7 @@ class _Seen(L.Callback):
 
 def _fit(tmp_path, train, unlabelled, name, vat=0.0, entropy_weight=0.0, batch_size=16):
     dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), unlabelled_file=str(unlabelled),
-                             encoding={"min_freq": 1}, unlabelled={"batch_size": batch_size},
+                             encoding={"min_freq": 1}, unlabelled={"per_batch": batch_size},
                              loader={"batch_size": 32, "min_epoch_size": 0})
     dm.prepare_data()
     L.seed_everything(3)
@@ -104,9 +104,9 @@ def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, cap
         _fit(tmp_path, train, unlabelled, "none")
     with pytest.raises(DataError, match="name your unlabelled reviews with --data.unlabelled_file"):
         SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train),
-                            unlabelled={"batch_size": 8}).prepare_data()
+                            unlabelled={"per_batch": 8}).prepare_data()
     code = run_cli("fit", "--data.train_file", str(train), "--data.data_dir", str(tmp_path / "c"), "--model.vat", "1",
                    "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path))
     assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.batch_size (with "
+        "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.per_batch (with "
         "your own data, --data.unlabelled_file too)")

@@ -93,9 +93,9 @@ class Corpus:
             sources["imdb"] = self.imdb_source(fetch)
         if self.unlabelled.pseudo_labels:  # the labelling model keys the cache like the data it labels
             sources["teacher"] = Path(self.unlabelled.pseudo_labels)
-        if self.unlabelled.batch_size:
+        if self.unlabelled.per_batch:
             if not self.unlabelled_file and sources["train"] is not None:
-                raise DataError("--data.unlabelled.batch_size: with your own --data.train_file, name your unlabelled "
+                raise DataError("--data.unlabelled.per_batch: with your own --data.train_file, name your unlabelled "
                                 "reviews with --data.unlabelled_file")
             sources["unlabelled"] = Path(self.unlabelled_file) if self.unlabelled_file else sources["imdb"]
         return sources

@@ -47,7 +47,7 @@ class SentimentDataModule(L.LightningDataModule):
         test_file: labelled test data; default with IMDb: the official test split.
         predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).
         unlabelled_file: reviews without labels that the model's unlabelled losses learn from, with
-            ``unlabelled.batch_size`` (.csv, .tsv, .jsonl, or .txt with one review per line); default with IMDb: its
+            ``unlabelled.per_batch`` (.csv, .tsv, .jsonl, or .txt with one review per line); default with IMDb: its
             50,000 unlabelled reviews.
         text_column: column (or JSON key) holding the review; Kaggle's ``review`` is recognised.
         label_column: column holding the label: any values, words or numbers (0/1, pos/neg, positive/negative and
@@ -191,9 +191,9 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
         wanted = [s for s in STAGE_SPLITS[stage] if s not in self._splits]
-        if stage == "fit" and self.unlabelled.batch_size and "unlabelled" not in self._splits:
+        if stage == "fit" and self.unlabelled.per_batch and "unlabelled" not in self._splits:
             if self._labels is not None:
-                raise DataError("--data.unlabelled.batch_size reads unlabelled reviews through the cache of the data a "
+                raise DataError("--data.unlabelled.per_batch reads unlabelled reviews through the cache of the data a "
                                 "model is fitted on from scratch; not with --init_from")
             wanted.append("unlabelled")
         if wanted and self._labels is not None:
@@ -213,7 +213,7 @@ class SentimentDataModule(L.LightningDataModule):
     # --- loaders ----------------------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:
-        """The training batches; with ``unlabelled.batch_size``, each beside a batch of unlabelled reviews (a
+        """The training batches; with ``unlabelled.per_batch``, each beside a batch of unlabelled reviews (a
         ``CombinedLoader`` of ``labelled`` and ``unlabelled`` batches, as long as the labelled ones)."""
         # the order follows the global seed (`seed_everything`) but draws nothing from the global RNG
         seed = torch.initial_seed() % 2**31
@@ -222,7 +222,7 @@ class SentimentDataModule(L.LightningDataModule):
             loader.load_state_dict(self._resume_state)
             self._resume_state = None
         self._train_loader = loader
-        size = self.unlabelled.batch_size
+        size = self.unlabelled.per_batch
         if not size:
             return loader
         # an order of its own, as many rows as the labelled batches need (the unlabelled reviews cycled if fewer)

@@ -136,22 +136,22 @@ class Unlabelled:
             ``sentiment fit --self_training true`` (``sentiment.training.selftrain``) trains that model itself, with the
             fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
-        batch_size: unlabelled reviews beside each training batch, which the model's losses on unlabelled reviews
+        per_batch: unlabelled reviews beside each training batch, which the model's losses on unlabelled reviews
             (``--model.vat``, ``--model.entropy``) learn from: IMDb's 50,000, or ``--data.unlabelled_file``'s. 0: none.
     """
 
     word_vectors: int = 0
     pseudo_labels: str | None = None
     pseudo_confidence: float = 0.85  # keeps about three quarters of IMDb's unlabelled reviews
-    batch_size: int = 0
+    per_batch: int = 0  # not batch_size: checkpoints of the flat layout name the loader's so (load_data_settings)
 
     def __post_init__(self) -> None:
         if self.word_vectors < 0:
             raise ValueError(f"word_vectors must be 0 (none) or a number of dimensions, got {self.word_vectors}")
         if not 0.0 <= self.pseudo_confidence <= 1.0:
             raise ValueError(f"pseudo_confidence must be a probability in [0, 1], got {self.pseudo_confidence}")
-        if self.batch_size < 0:
-            raise ValueError(f"batch_size must be 0 (none) or a number of unlabelled reviews, got {self.batch_size}")
+        if self.per_batch < 0:
+            raise ValueError(f"per_batch must be 0 (none) or a number of unlabelled reviews, got {self.per_batch}")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class SentimentClassifier(L.LightningModule):
             gradient, trained on beside the clean input (0: off; about twice the training time).
         adversarial_every: take the adversarial loss on one training step in this many (1: every step); the
             others train on the clean loss alone, at half the cost.
-        vat: virtual adversarial training on unlabelled reviews (the data module's ``unlabelled.batch_size``): the norm
+        vat: virtual adversarial training on unlabelled reviews (the data module's ``unlabelled.per_batch``): the norm
             of the shift of each review's embeddings that moves the prediction most; the divergence it causes is
             trained away beside the labelled loss (0: off; each step then reads its unlabelled batch three times).
         entropy: entropy minimisation on unlabelled reviews: the weight of the prediction's entropy on them (0: off).
@@ -230,7 +230,7 @@ class SentimentClassifier(L.LightningModule):
         if "labelled" not in batch:
             if self.hparams.vat or self.hparams.entropy:
                 raise DataError("--model.vat and --model.entropy learn from unlabelled reviews: set "
-                                "--data.unlabelled.batch_size (with your own data, --data.unlabelled_file too)")
+                                "--data.unlabelled.per_batch (with your own data, --data.unlabelled_file too)")
             return self._shared_step(batch, "train")
         loss = self._shared_step(batch["labelled"], "train")
         unlabelled = self._unlabelled_losses(batch["unlabelled"])
@@ -240,7 +240,7 @@ class SentimentClassifier(L.LightningModule):
     def _unlabelled_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The losses on a batch of unlabelled reviews: virtual adversarial, and the predictions' entropy."""
         if not (self.hparams.vat or self.hparams.entropy):
-            raise DataError("the data module gives unlabelled batches (--data.unlabelled.batch_size) but no loss "
+            raise DataError("the data module gives unlabelled batches (--data.unlabelled.per_batch) but no loss "
                             "learns from them: set --model.vat or --model.entropy")
         args = batch["input_ids"], batch["lengths"]
         total, n = torch.zeros((), device=args[0].device), len(args[1])
