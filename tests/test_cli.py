@@ -718,7 +718,9 @@ def test_a_fit_beside_a_busy_process_computes_with_the_core_it_leaves(tmp_path, 
     finally:
         busy.kill()
     alone = _threads_of_a_fit(tmp_path, "alone", tiny_csv)
-    assert set(beside) == {1}  # from its first step: the busy process kept a core since the fit began
+    # from its first step, the busy process keeping a core since the fit began; a shared host may deschedule it for a
+    # moment, which a reading every 0.3 s sees as a free core
+    assert beside[0] == 1 and beside.count(1) >= 0.9 * len(beside), beside
     assert set(chosen) == {2} and set(fixed) == {1}  # a number the user gave wins
     assert set(alone) == {2}
 
