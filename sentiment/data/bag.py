@@ -156,10 +156,16 @@ class NgramCounter:
 
     def table(self, min_count: int) -> np.ndarray:
         """The sorted hashes of the n-grams found in at least ``min_count`` of the reviews counted by every writer."""
+        return self.read_table(self.folder, min_count, len(self.paths))
+
+    @classmethod
+    def read_table(cls, folder: Path, min_count: int, parts: int = 64) -> np.ndarray:
+        """``table`` of the counts every writer spilled into ``folder`` (``parts`` files each), read by a process
+        that counted none."""
         kept = [np.zeros(0, dtype=np.uint64)]
-        for i in range(len(self.paths)):  # in the order of their top bits: the result is sorted
-            records = np.concatenate([np.fromfile(path, dtype=self.RECORD)
-                                      for path in sorted(self.folder.glob(f"part{i}.*.bin"))])
+        for i in range(parts):  # in the order of their top bits: the result is sorted
+            records = np.concatenate([np.zeros(0, dtype=cls.RECORD), *(np.fromfile(path, dtype=cls.RECORD)
+                                      for path in sorted(folder.glob(f"part{i}.*.bin")))])
             if not len(records):
                 continue
             records = records[np.argsort(records["hash"], kind="stable")]
@@ -281,8 +287,8 @@ class NgramTable:
 
 class NgramPresence:
     """How many reviews of each class (or with each label) have each n-gram of ``0..size``, and how many have it at
-    all: what the log-count ratios are made of, counted a chunk of reviews at a time (``add``) and summed over
-    processes (``+=``).
+    all: what the log-count ratios are made of, counted a chunk of reviews at a time (``add``), and summed over the
+    processes that counted parts of a corpus (``+=``).
 
     Args:
         size: the n-gram table's size (id 0 pads).
@@ -313,6 +319,17 @@ class NgramPresence:
                 self.present += np.bincount(chunk * self.num_classes + classes[lo:hi][owner],
                                             minlength=size * self.num_classes).reshape(size, self.num_classes)
         return self
+
+    def save(self, path: Path) -> None:
+        np.savez(path, present=self.present, everywhere=self.everywhere)
+
+    @classmethod
+    def load(cls, path: Path, multi_label: bool = False) -> NgramPresence:
+        """What ``save`` wrote."""
+        with np.load(path) as saved:
+            presence = cls(0, saved["present"].shape[1], multi_label)
+            presence.present, presence.everywhere = saved["present"], saved["everywhere"]
+        return presence
 
     def __iadd__(self, other: NgramPresence) -> NgramPresence:
         self.present += other.present

@@ -97,7 +97,7 @@ def write_cache(splits: Sequence[Split], labels: Sequence[str], encoding: Encodi
         vocab.save(folder / "vocab.json")
         table = None
         if encoding.bag_ngrams:
-            table = NgramCounter(work / "counts", encoding.bag_ngrams, writer="table").table(encoding.bag_min_count)
+            table = NgramCounter.read_table(work / "counts", encoding.bag_min_count)
             shutil.rmtree(work / "counts")
         bag_counts = each_part(_second_pass, vocab.bytes_stoi, table)
     finally:
@@ -113,9 +113,7 @@ def write_cache(splits: Sequence[Split], labels: Sequence[str], encoding: Encodi
         offsets = np.concatenate([[0], np.cumsum(bag_counts)])
         presence = NgramPresence(len(table), len(labels), train.ndim == 2)
         for k in range(len(parts)):
-            part = np.load(work / f"{k}.presence.npz")
-            presence.present += part["present"]
-            presence.everywhere += part["everywhere"]
+            presence += NgramPresence.load(work / f"{k}.presence.npz", train.ndim == 2)
         np.save(folder / "ngrams.npy", table)
         np.save(folder / "ngram_ratios.npy", presence.ratios())
     for split, start, stop in zip(splits, firsts[:-1], firsts[1:]):
@@ -201,7 +199,7 @@ def _second_pass(k: int, stoi: dict[bytes, int], table: np.ndarray | None) -> np
             if m > 0:
                 presence.add(ids[: int(sizes[:m].sum())], sizes[:m], job.counted_classes[lo + a: lo + a + m])
     (work / f"{k}.words").unlink()
-    np.savez(work / f"{k}.presence.npz", present=presence.present, everywhere=presence.everywhere)
+    presence.save(work / f"{k}.presence.npz")
     return np.concatenate(counts)
 
 
