@@ -59,8 +59,8 @@ class _Seen(L.Callback):
 
 
 def _fit(tmp_path, train, unlabelled, name, vat=0.0, entropy_weight=0.0, batch_size=16):
-    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), unlabelled_file=str(unlabelled),
-                             encoding={"min_freq": 1}, unlabelled={"per_batch": batch_size},
+    dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), encoding={"min_freq": 1},
+                             unlabelled={"per_batch": batch_size, "file": str(unlabelled)},
                              loader={"batch_size": 32, "min_epoch_size": 0})
     dm.prepare_data()
     L.seed_everything(3)
@@ -102,11 +102,11 @@ def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, cap
     train, unlabelled, _ = _data(tmp_path, 20)
     with pytest.raises(DataError, match="no loss learns from them: set --model.vat or --model.entropy"):
         _fit(tmp_path, train, unlabelled, "none")
-    with pytest.raises(DataError, match="name your unlabelled reviews with --data.unlabelled_file"):
+    with pytest.raises(DataError, match="name your unlabelled reviews with --data.unlabelled.file"):
         SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train),
                             unlabelled={"per_batch": 8}).prepare_data()
     code = run_cli("fit", "--data.train_file", str(train), "--data.data_dir", str(tmp_path / "c"), "--model.vat", "1",
                    "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path))
     assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.per_batch (with "
-        "your own data, --data.unlabelled_file too)")
+        "your own data, --data.unlabelled.file too)")

@@ -62,7 +62,6 @@ class Corpus:
     train_file: str | None = None
     val_file: str | None = None
     test_file: str | None = None
-    unlabelled_file: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     id_column: str = "id"
@@ -94,10 +93,10 @@ class Corpus:
         if self.unlabelled.pseudo_labels:  # the labelling model keys the cache like the data it labels
             sources["teacher"] = Path(self.unlabelled.pseudo_labels)
         if self.unlabelled.per_batch:
-            if not self.unlabelled_file and sources["train"] is not None:
+            if not self.unlabelled.file and sources["train"] is not None:
                 raise DataError("--data.unlabelled.per_batch: with your own --data.train_file, name your unlabelled "
-                                "reviews with --data.unlabelled_file")
-            sources["unlabelled"] = Path(self.unlabelled_file) if self.unlabelled_file else sources["imdb"]
+                                "reviews with --data.unlabelled.file")
+            sources["unlabelled"] = Path(self.unlabelled.file) if self.unlabelled.file else sources["imdb"]
         return sources
 
     def reads_imdb(self, splits: Sequence[str]) -> bool:
@@ -224,7 +223,7 @@ class Corpus:
                 splits = [Split(s, reviews[s].texts, classes[s]) for s in SPLITS if s in reviews]
                 if "unlabelled" in sources:  # after the splits: never counted in the vocabulary or the bag
                     texts = (read_texts(sources["unlabelled"], self.text_column, self.charset, tmp / ".texts" / "u")
-                             if self.unlabelled_file else read_imdb_unlabelled(sources["unlabelled"]))
+                             if self.unlabelled.file else read_imdb_unlabelled(sources["unlabelled"]))
                     none = np.zeros((len(texts), *classes["train"].shape[1:]), dtype=classes["train"].dtype)
                     splits.append(Split("unlabelled", texts, none))
                 write_cache(splits, reader.labels, self.encoding, tmp, labelled, self.num_proc)

@@ -46,16 +46,14 @@ class SentimentDataModule(L.LightningDataModule):
         val_file: labelled validation data; default: a seeded ``encoding.val_fraction`` of the training data.
         test_file: labelled test data; default with IMDb: the official test split.
         predict_file: reviews to classify (.csv, .tsv, .jsonl, or .txt with one review per line).
-        unlabelled_file: reviews without labels that the model's unlabelled losses learn from, with
-            ``unlabelled.per_batch`` (.csv, .tsv, .jsonl, or .txt with one review per line); default with IMDb: its
-            50,000 unlabelled reviews.
         text_column: column (or JSON key) holding the review; Kaggle's ``review`` is recognised.
         label_column: column holding the label: any values, words or numbers (0/1, pos/neg, positive/negative and
             true/false read as negative/positive); Kaggle's ``sentiment`` is recognised.
         id_column: optional column copied into predictions.
         encoding: how a text becomes model input (``sentiment.data.settings.Encoding``): truncation, vocabulary,
             the bag of n-grams, the label set, the validation split.
-        unlabelled: what unlabelled reviews teach (``Unlabelled``): word vectors, pseudo labels.
+        unlabelled: what unlabelled reviews teach (``Unlabelled``): word vectors, pseudo labels, batches beside the
+            labelled ones.
         loader: batch sizes, epoch size, worker processes and the files' character set (``Loading``).
         imdb: where IMDb is downloaded from (``Imdb``).
     """
@@ -67,7 +65,6 @@ class SentimentDataModule(L.LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         predict_file: str | None = None,
-        unlabelled_file: str | None = None,
         text_column: str = "text",
         label_column: str = "label",
         id_column: str = "id",
@@ -81,9 +78,8 @@ class SentimentDataModule(L.LightningDataModule):
         groups = {name: as_settings(cls, given[name]) for name, cls in GROUPS.items()}
         self.encoding, self.unlabelled, self.loader, self.imdb = (groups[name] for name in GROUPS)
         self.predict_file = predict_file
-        self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, unlabelled_file, text_column,
-                             label_column, id_column, self.encoding, self.unlabelled, self.imdb, self.loader.num_proc,
-                             self.loader.charset)
+        self.corpus = Corpus(Path(data_dir), train_file, val_file, test_file, text_column, label_column, id_column,
+                             self.encoding, self.unlabelled, self.imdb, self.loader.num_proc, self.loader.charset)
         files = {k: v for k, v in given.items() if k not in GROUPS}
         # plain data, so that checkpoints load as data only; where IMDb is downloaded from, only if not the default
         self.save_hyperparameters({**files, **{name: plain(value) for name, value in groups.items()

@@ -137,13 +137,16 @@ class Unlabelled:
             fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
         per_batch: unlabelled reviews beside each training batch, which the model's losses on unlabelled reviews
-            (``--model.vat``, ``--model.entropy``) learn from: IMDb's 50,000, or ``--data.unlabelled_file``'s. 0: none.
+            (``--model.vat``, ``--model.entropy``) learn from: IMDb's 50,000, or ``file``'s. 0: none.
+        file: your unlabelled reviews for ``per_batch`` (.csv, .tsv, .jsonl, or .txt with one review per line);
+            None: IMDb's.
     """
 
     word_vectors: int = 0
     pseudo_labels: str | None = None
     pseudo_confidence: float = 0.85  # keeps about three quarters of IMDb's unlabelled reviews
     per_batch: int = 0  # not batch_size: checkpoints of the flat layout name the loader's so (load_data_settings)
+    file: str | None = None
 
     def __post_init__(self) -> None:
         if self.word_vectors < 0:

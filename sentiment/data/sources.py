@@ -637,5 +637,5 @@ def read_texts(path: str | Path, text_column: str = "text", charset: str = "utf-
         texts.extend([text for text in chunk if text.strip()])
     found = texts.store() if spill else texts
     if not len(found):
-        raise DataError(f"{path}: no text to learn from (--data.unlabelled_file)")
+        raise DataError(f"{path}: no text to learn from (--data.unlabelled.file)")
     return found

@@ -230,7 +230,7 @@ class SentimentClassifier(L.LightningModule):
         if "labelled" not in batch:
             if self.hparams.vat or self.hparams.entropy:
                 raise DataError("--model.vat and --model.entropy learn from unlabelled reviews: set "
-                                "--data.unlabelled.per_batch (with your own data, --data.unlabelled_file too)")
+                                "--data.unlabelled.per_batch (with your own data, --data.unlabelled.file too)")
             return self._shared_step(batch, "train")
         loss = self._shared_step(batch["labelled"], "train")
         unlabelled = self._unlabelled_losses(batch["unlabelled"])
