@@ -58,17 +58,18 @@ class _Seen(L.Callback):
         self.metrics = dict(trainer.callback_metrics)
 
 
-def _fit(tmp_path, train, unlabelled, name, vat=0.0, entropy_weight=0.0, batch_size=16):
+def _fit(tmp_path, train, unlabelled, name, vat=0.0, entropy_weight=0.0, batch_size=16, epochs=4, callbacks=(),
+         **model_kwargs):
     dm = SentimentDataModule(data_dir=str(tmp_path / "data"), train_file=str(train), encoding={"min_freq": 1},
                              unlabelled={"per_batch": batch_size, "file": str(unlabelled)},
                              loader={"batch_size": 32, "min_epoch_size": 0})
     dm.prepare_data()
     L.seed_everything(3)
     model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, vat=vat, entropy=entropy_weight,
-                                net={"embed_dim": 16, "hidden_dim": 16}, adversarial=0.0)
+                                net={"embed_dim": 16, "hidden_dim": 16}, **{"adversarial": 0.0, **model_kwargs})
     seen = _Seen()
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[seen], default_root_dir=str(tmp_path / name))
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[seen, *callbacks], default_root_dir=str(tmp_path / name))
     trainer.fit(model, dm)
     return dm, model, seen
 
@@ -98,6 +99,32 @@ def test_entropy_minimisation_makes_the_model_surer_of_the_unlabelled_reviews(tm
     assert spread[10.0] < 0.6 * spread[1e-9], spread
 
 
+def test_every_other_step_the_unlabelled_losses_take_the_steps_the_adversarial_loss_leaves(tmp_path, monkeypatch):
+    import sentiment.training.classifier as classifier
+    train, unlabelled, _ = _data(tmp_path)
+    calls, steps = [], []
+
+    def recorded(name, function):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(classifier, "virtual_adversarial_loss", recorded("vat", classifier.virtual_adversarial_loss))
+    monkeypatch.setattr(classifier, "adversarial_losses", recorded("adversarial", classifier.adversarial_losses))
+
+    class Steps(L.Callback):
+        def on_train_batch_end(self, *args):
+            steps.append(tuple(calls))
+            calls.clear()
+
+    _fit(tmp_path, train, unlabelled, "every", vat=1.0, epochs=1, callbacks=[Steps()], adversarial=1.0,
+         adversarial_every=2, unlabelled_every=2)
+    assert len(steps) >= 6 and steps == [("vat",) if i % 2 else ("adversarial",) for i in range(len(steps))], steps
+    with pytest.raises(ValueError, match="unlabelled_every must be 1 or more, got 0"):
+        SentimentClassifier(vocab_size=10, unlabelled_every=0)
+
+
 def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, capsys):
     train, unlabelled, _ = _data(tmp_path, 20)
     with pytest.raises(DataError, match="no loss learns from them: set --model.vat or --model.entropy"):
@@ -110,3 +137,31 @@ def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, cap
     assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.per_batch (with "
         "your own data, --data.unlabelled.file too)")
+
+
+def test_self_training_trains_its_teacher_with_the_unlabelled_losses_and_keys_it_by_their_batches(tmp_path):
+    from conftest import build_archive_with_unlabelled
+
+    from sentiment.training.selftrain import self_train
+
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 40)
+    batches = []
+
+    class Seen(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batches.append(batch)
+
+    teachers = []
+    for per_batch in (8, 16):
+        dm = SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, unlabelled={"per_batch": per_batch},
+                                 loader={"min_epoch_size": 0, "batch_size": 32})
+        dm.prepare_data()
+        model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 8}, vat=1.0,
+                                    entropy=0.5)
+        student_data = self_train(model, dm, {"max_steps": 2, "enable_progress_bar": False}, seed=1,
+                                  callbacks=[Seen()])
+        teachers.append(student_data.unlabelled.pseudo_labels)
+        assert student_data.unlabelled.per_batch == per_batch  # the student learns from them too
+    assert len(set(teachers)) == 2  # a teacher trained with 8 unlabelled reviews a batch is not one trained with 16
+    assert [len(b["unlabelled"]["lengths"]) for b in batches] == [8, 8, 16, 16]

@@ -78,6 +78,8 @@ class SentimentClassifier(L.LightningModule):
             of the shift of each review's embeddings that moves the prediction most; the divergence it causes is
             trained away beside the labelled loss (0: off; each step then reads its unlabelled batch three times).
         entropy: entropy minimisation on unlabelled reviews: the weight of the prediction's entropy on them (0: off).
+        unlabelled_every: take the losses on unlabelled reviews (``vat``, ``entropy``) on one training step in this
+            many (1: every step), on the steps the adversarial loss skips when both are every other step.
         bag_lr: peak learning rate of the bag of n-grams' weights (``bag_size`` > 0); None: ``lr``.
         bag_weight_decay: AdamW weight decay of the bag's weights, its own regularisation, so that it does not
             drown the recurrent part.
@@ -100,6 +102,7 @@ class SentimentClassifier(L.LightningModule):
         adversarial_every: int = 2,  # every other step: the same accuracy at two thirds of the time (BENCHMARKS.md)
         vat: float = 0.0,
         entropy: float = 0.0,
+        unlabelled_every: int = 1,
         bag_lr: float | None = None,
         bag_weight_decay: float = 0.0,
     ) -> None:
@@ -108,8 +111,9 @@ class SentimentClassifier(L.LightningModule):
         if vocab_size is None:
             raise ValueError("vocab_size is required: the CLI links it from the data module when fitting, "
                              "and reads it from the checkpoint (--ckpt_path) otherwise")
-        if adversarial_every < 1:
-            raise ValueError(f"adversarial_every must be 1 or more, got {adversarial_every}")
+        for name, every in (("adversarial_every", adversarial_every), ("unlabelled_every", unlabelled_every)):
+            if every < 1:
+                raise ValueError(f"{name} must be 1 or more, got {every}")
         self.labels = tuple(classes) if classes else BINARY
         self.multi_label = multi_label
         config = NetConfig.of(net)
@@ -233,6 +237,9 @@ class SentimentClassifier(L.LightningModule):
                                 "--data.unlabelled.per_batch (with your own data, --data.unlabelled.file too)")
             return self._shared_step(batch, "train")
         loss = self._shared_step(batch["labelled"], "train")
+        # offset by one step from the adversarial loss's schedule: every other step each, a step pays for one of them
+        if (self.global_step + 1) % self.hparams.unlabelled_every:
+            return loss
         unlabelled = self._unlabelled_losses(batch["unlabelled"])
         return loss + unlabelled - unlabelled.detach()  # their gradient; the value logged stays the labelled loss
 
