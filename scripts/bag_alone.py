@@ -83,7 +83,7 @@ def bag_checkpoint(model, dm, bias: torch.Tensor, path: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    cli = build_cli(argv, run=False)
+    cli = build_cli([*argv, "--data.unlabelled.per_batch", "0"], run=False)  # the bag learns from labelled batches
     model, dm, config = cli.model, cli.datamodule, cli.config
     if model.net.linear_bag is None:
         raise SystemExit("the recipe has no bag: set --data.encoding.bag_ngrams")

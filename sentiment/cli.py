@@ -47,6 +47,9 @@ CKPT_DATA_KEYS = (*AGREEING_KEYS, "label_column", "test_file", "val_file")
 # The Trainer's part of the recipe we recommend, as the model's and the data module's defaults are theirs: so that
 # `sentiment fit` alone, and any config, runs it unless told otherwise
 RECIPE_TRAINER = {"accelerator": "cpu", "max_epochs": 3, "gradient_clip_val": 1.0, "log_every_n_steps": 20}
+# The data module's part that its class leaves out, so that its batches stay plain for any LightningModule: unlabelled
+# reviews beside each batch, which the model's defaults learn from (where there are none, the labelled batches alone)
+RECIPE_DATA = {"data.unlabelled.per_batch": 32}
 
 # What each subcommand does, whole sentences: `sentiment --help` lists them, each subcommand's --help opens with its own
 SUBCOMMANDS = {
@@ -254,6 +257,7 @@ class SentimentCLI(LightningCLI):
                                  "checkpoint.enable_version_counter": False})
             parser.add_lightning_class_args(AutoSave, "autosave")
             parser.add_lightning_class_args(CpuThreads, "cpu")
+            parser.set_defaults(RECIPE_DATA)
             parser.add_argument("--self_training", type=bool, default=False,
                                 help="Learn from IMDb's 50,000 unlabelled reviews: this fit's recipe first trains a "
                                      "teacher on the labelled reviews alone (cached under data_dir: later fits "

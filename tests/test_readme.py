@@ -86,7 +86,7 @@ def test_the_self_training_script_trains_the_student_sentiment_fit_trains(tmp_pa
     build_archive_with_unlabelled(data_dir, 80)
     # README's script and `sentiment fit --self_training true`, both on a tiny archive with a small network
     tiny_data = {"encoding": {"min_freq": 1}, "loader": {"min_epoch_size": 1000, "batch_size": 32},
-                 "unlabelled": {"word_vectors": 16}}
+                 "unlabelled": {"word_vectors": 16, "per_batch": 0}}  # imdb_semi.yaml's: the class's default
     tiny_model = {"net": {"hidden_dim": 16, "embed_dim": 16}, "lr": 0.01}
     options = [f"--data.{group}.{k}={v}" for group, tiny in tiny_data.items() for k, v in tiny.items()]
     options += ["--model.net.hidden_dim=16", "--model.net.embed_dim=16", "--model.lr=0.01"]

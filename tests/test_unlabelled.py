@@ -8,7 +8,6 @@ import torch
 from conftest import make_reviews, run_cli, write_csv
 
 from sentiment import SentimentClassifier, SentimentDataModule
-from sentiment.errors import DataError
 from sentiment.network.model import NetConfig, SentimentNet, divergence, entropy, virtual_adversarial_loss
 
 
@@ -91,7 +90,7 @@ def test_entropy_minimisation_makes_the_model_surer_of_the_unlabelled_reviews(tm
     train, unlabelled, lines = _data(tmp_path)
     spread = {}
     for weight in (1e-9, 10.0):
-        dm, model, _ = _fit(tmp_path, train, unlabelled, f"e{weight}", entropy_weight=weight)
+        dm, model, _ = _fit(tmp_path, train, unlabelled, f"e{weight}", entropy_weight=weight, unlabelled_every=1)
         model.eval()
         with torch.no_grad():
             inputs = dm.text_encoder.model_inputs(lines)
@@ -125,18 +124,40 @@ def test_every_other_step_the_unlabelled_losses_take_the_steps_the_adversarial_l
         SentimentClassifier(vocab_size=10, unlabelled_every=0)
 
 
-def test_unlabelled_losses_and_batches_need_each_other_in_one_line(tmp_path, capsys):
+def test_without_unlabelled_texts_or_losses_the_labelled_batches_train_alone_and_the_fit_says_why(tmp_path):
+    import logging.handlers
     train, unlabelled, _ = _data(tmp_path, 20)
-    with pytest.raises(DataError, match="no loss learns from them: set --model.vat or --model.entropy"):
-        _fit(tmp_path, train, unlabelled, "none")
-    with pytest.raises(DataError, match="name your unlabelled reviews with --data.unlabelled.file"):
-        SentimentDataModule(data_dir=str(tmp_path / "d"), train_file=str(train),
-                            unlabelled={"per_batch": 8}).prepare_data()
-    code = run_cli("fit", "--data.train_file", str(train), "--data.data_dir", str(tmp_path / "c"), "--model.vat", "1",
-                   "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path))
-    assert code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: --model.vat and --model.entropy learn from unlabelled reviews: set --data.unlabelled.per_batch (with "
-        "your own data, --data.unlabelled.file too)")
+    # your own data without unlabelled texts: the recipe's batches are the labelled ones, and the fit says so
+    seen = []
+
+    class Seen(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch)
+
+    dm = SentimentDataModule(data_dir=str(tmp_path / "own"), train_file=str(train), encoding={"min_freq": 1},
+                             unlabelled={"per_batch": 32}, loader={"batch_size": 32, "min_epoch_size": 0})
+    assert "unlabelled" not in dm.corpus.sources()
+    dm.prepare_data()
+    L.seed_everything(3)
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 8})
+    heard = logging.handlers.BufferingHandler(100)
+    logging.getLogger("lightning.pytorch").addHandler(heard)  # Lightning's logger does not propagate to caplog
+    try:
+        L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  callbacks=[Seen()]).fit(model, dm)
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(heard)
+    assert len(seen) == 3 and all(set(b) == {"input_ids", "lengths", "labels", "bag_ids"} for b in seen)
+    assert ("--data.unlabelled.per_batch 32: no unlabelled texts beside your --data.train_file "
+            "(--data.unlabelled.file names some); training on the labelled ones alone") in [
+        r.getMessage() for r in heard.buffer]
+    # unlabelled batches with no loss to learn from them: the labelled loss alone, as without them
+    losses = {}
+    for name, batch_size in (("without", 0), ("beside", 16)):
+        _, model, seen_fit = _fit(tmp_path, train, unlabelled, name, batch_size=batch_size, epochs=1, entropy_weight=0.0)
+        losses[name] = model.net.head.weight.detach().clone()
+        assert not {"train/vat_loss", "train/entropy"} & seen_fit.metrics.keys()
+    torch.testing.assert_close(losses["without"], losses["beside"])
 
 
 def test_self_training_trains_its_teacher_with_the_unlabelled_losses_and_keys_it_by_their_batches(tmp_path):
@@ -165,3 +186,26 @@ def test_self_training_trains_its_teacher_with_the_unlabelled_losses_and_keys_it
         assert student_data.unlabelled.per_batch == per_batch  # the student learns from them too
     assert len(set(teachers)) == 2  # a teacher trained with 8 unlabelled reviews a batch is not one trained with 16
     assert [len(b["unlabelled"]["lengths"]) for b in batches] == [8, 8, 16, 16]
+
+
+def test_sentiment_fit_learns_from_imdbs_unlabelled_reviews_by_default(tmp_path):
+    from conftest import build_archive_with_unlabelled
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 40)
+    common = ["--data.data_dir", str(data_dir), "--data.encoding.min_freq", "1", "--data.loader.min_epoch_size", "0",
+              "--model.net.hidden_dim", "8", "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
+              "--trainer.enable_progress_bar", "false"]
+    tags = {}
+    for name, extra in (("default", []), ("off", ["--data.unlabelled.per_batch", "0"])):
+        assert run_cli("fit", *common, *extra, "--trainer.default_root_dir", str(tmp_path / name)) == 0
+        run = tmp_path / name / "lightning_logs" / "version_0"
+        events = EventAccumulator(str(run))
+        events.Reload()
+        tags[name] = set(events.Tags()["scalars"])
+        saved = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["datamodule_hyper_parameters"]
+        assert saved["unlabelled"]["per_batch"] == (0 if extra else 32)
+    # every other step, the steps the adversarial loss leaves
+    assert {"train/vat_loss", "train/entropy", "train/adversarial_loss"} <= tags["default"]
+    assert not {"train/vat_loss", "train/entropy"} & tags["off"] and "train/adversarial_loss" in tags["off"]

@@ -42,7 +42,7 @@ class FitTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.start is not None:
-            self.seen += len(batch["labels"])
+            self.seen += len(batch.get("labelled", batch)["labels"])  # labelled reviews, beside unlabelled ones or not
             self.seconds = time.perf_counter() - self.start
 
     def on_train_end(self, trainer, pl_module):

@@ -92,10 +92,7 @@ class Corpus:
             sources["imdb"] = self.imdb_source(fetch)
         if self.unlabelled.pseudo_labels:  # the labelling model keys the cache like the data it labels
             sources["teacher"] = Path(self.unlabelled.pseudo_labels)
-        if self.unlabelled.per_batch:
-            if not self.unlabelled.file and sources["train"] is not None:
-                raise DataError("--data.unlabelled.per_batch: with your own --data.train_file, name your unlabelled "
-                                "reviews with --data.unlabelled.file")
+        if self.unlabelled.per_batch and (self.unlabelled.file or sources["train"] is None):
             sources["unlabelled"] = Path(self.unlabelled.file) if self.unlabelled.file else sources["imdb"]
         return sources
 

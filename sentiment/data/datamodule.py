@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import CombinedLoader
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 
@@ -188,10 +188,13 @@ class SentimentDataModule(L.LightningDataModule):
             return
         wanted = [s for s in STAGE_SPLITS[stage] if s not in self._splits]
         if stage == "fit" and self.unlabelled.per_batch and "unlabelled" not in self._splits:
-            if self._labels is not None:
-                raise DataError("--data.unlabelled.per_batch reads unlabelled reviews through the cache of the data a "
-                                "model is fitted on from scratch; not with --init_from")
-            wanted.append("unlabelled")
+            if self._labels is None and "unlabelled" in self.corpus.sources(fetch=False):
+                wanted.append("unlabelled")
+            else:  # the recipe's losses on unlabelled texts rest: say so once, and where they would come from
+                where = ("in a fit from a trained model (--init_from)" if self._labels is not None else
+                         "beside your --data.train_file (--data.unlabelled.file names some)")
+                rank_zero_info(f"--data.unlabelled.per_batch {self.unlabelled.per_batch}: no unlabelled texts {where}; "
+                               "training on the labelled ones alone")
         if wanted and self._labels is not None:
             self._splits.update(self.corpus.encoded_with(wanted, self.text_encoder, self._labels))
             return
@@ -218,7 +221,7 @@ class SentimentDataModule(L.LightningDataModule):
             loader.load_state_dict(self._resume_state)
             self._resume_state = None
         self._train_loader = loader
-        size = self.unlabelled.per_batch
+        size = self.unlabelled.per_batch if len(self._splits.get("unlabelled", ())) else 0
         if not size:
             return loader
         # an order of its own, as many rows as the labelled batches need (the unlabelled reviews cycled if fewer)

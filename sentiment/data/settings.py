@@ -137,7 +137,10 @@ class Unlabelled:
             fit's recipe.
         pseudo_confidence: the probability a model must give its label for an unlabelled review to join training.
         per_batch: unlabelled reviews beside each training batch, which the model's losses on unlabelled reviews
-            (``--model.vat``, ``--model.entropy``) learn from: IMDb's 50,000, or ``file``'s. 0: none.
+            (``--model.vat``, ``--model.entropy``) learn from: ``file``'s, or IMDb's 50,000 when the training reviews
+            are IMDb's; each batch is then ``{"labelled": ..., "unlabelled": ...}``. Where there are none (your own
+            training file without ``file``, a fit from a trained model), the batches are the labelled ones alone.
+            0: none (the class's default; ``sentiment fit``'s is 32).
         file: your unlabelled reviews for ``per_batch`` (.csv, .tsv, .jsonl, or .txt with one review per line);
             None: IMDb's.
     """
@@ -145,7 +148,9 @@ class Unlabelled:
     word_vectors: int = 0
     pseudo_labels: str | None = None
     pseudo_confidence: float = 0.85  # keeps about three quarters of IMDb's unlabelled reviews
-    per_batch: int = 0  # not batch_size: checkpoints of the flat layout name the loader's so (load_data_settings)
+    # 0 here, so that the batches stay plain for any LightningModule; `sentiment fit` sets the recipe's (RECIPE_DATA).
+    # Not batch_size: checkpoints of the flat layout name the loader's so (load_data_settings)
+    per_batch: int = 0
     file: str | None = None
 
     def __post_init__(self) -> None:

@@ -74,10 +74,12 @@ class SentimentClassifier(L.LightningModule):
             gradient, trained on beside the clean input (0: off; about twice the training time).
         adversarial_every: take the adversarial loss on one training step in this many (1: every step); the
             others train on the clean loss alone, at half the cost.
-        vat: virtual adversarial training on unlabelled reviews (the data module's ``unlabelled.per_batch``): the norm
-            of the shift of each review's embeddings that moves the prediction most; the divergence it causes is
-            trained away beside the labelled loss (0: off; each step then reads its unlabelled batch three times).
-        entropy: entropy minimisation on unlabelled reviews: the weight of the prediction's entropy on them (0: off).
+        vat: virtual adversarial training on the unlabelled texts the data module serves beside each batch (its
+            ``unlabelled.per_batch``; without them the labelled loss alone trains): the norm of the shift of each
+            text's embeddings that moves the prediction most; the divergence it causes is trained away beside the
+            labelled loss (0: off; a step taking it reads its unlabelled batch three times).
+        entropy: entropy minimisation on those unlabelled texts: the weight of the prediction's entropy on them
+            (0: off).
         unlabelled_every: take the losses on unlabelled reviews (``vat``, ``entropy``) on one training step in this
             many (1: every step), on the steps the adversarial loss skips when both are every other step.
         bag_lr: peak learning rate of the bag of n-grams' weights (``bag_size`` > 0); None: ``lr``.
@@ -100,9 +102,9 @@ class SentimentClassifier(L.LightningModule):
         class_weights: ClassWeights = "none",
         adversarial: float = 2.0,  # gains more than a wider or longer model for the same time (BENCHMARKS.md)
         adversarial_every: int = 2,  # every other step: the same accuracy at two thirds of the time (BENCHMARKS.md)
-        vat: float = 0.0,
-        entropy: float = 0.0,
-        unlabelled_every: int = 1,
+        vat: float = 2.0,  # the adversarial loss's norm
+        entropy: float = 0.5,
+        unlabelled_every: int = 2,  # the same gain as every step for three quarters of the time (BENCHMARKS.md)
         bag_lr: float | None = None,
         bag_weight_decay: float = 0.0,
     ) -> None:
@@ -231,14 +233,12 @@ class SentimentClassifier(L.LightningModule):
         return (logits > 0).long() if logits.dim() == 1 or self.multi_label else logits.argmax(dim=-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # without unlabelled batches (your own data without unlabelled texts, a plain DataLoader), the labelled loss
         if "labelled" not in batch:
-            if self.hparams.vat or self.hparams.entropy:
-                raise DataError("--model.vat and --model.entropy learn from unlabelled reviews: set "
-                                "--data.unlabelled.per_batch (with your own data, --data.unlabelled.file too)")
             return self._shared_step(batch, "train")
         loss = self._shared_step(batch["labelled"], "train")
         # offset by one step from the adversarial loss's schedule: every other step each, a step pays for one of them
-        if (self.global_step + 1) % self.hparams.unlabelled_every:
+        if not (self.hparams.vat or self.hparams.entropy) or (self.global_step + 1) % self.hparams.unlabelled_every:
             return loss
         unlabelled = self._unlabelled_losses(batch["unlabelled"])
         return loss + unlabelled - unlabelled.detach()  # their gradient; the value logged stays the labelled loss
@@ -246,9 +246,6 @@ class SentimentClassifier(L.LightningModule):
     @torch.compiler.disable  # the gradient taken for the shift, as in _adversarial_losses
     def _unlabelled_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The losses on a batch of unlabelled reviews: virtual adversarial, and the predictions' entropy."""
-        if not (self.hparams.vat or self.hparams.entropy):
-            raise DataError("the data module gives unlabelled batches (--data.unlabelled.per_batch) but no loss "
-                            "learns from them: set --model.vat or --model.entropy")
         args = batch["input_ids"], batch["lengths"]
         total, n = torch.zeros((), device=args[0].device), len(args[1])
         if self.hparams.vat:
