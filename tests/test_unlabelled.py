@@ -188,6 +188,19 @@ def test_self_training_trains_its_teacher_with_the_unlabelled_losses_and_keys_it
     assert [len(b["unlabelled"]["lengths"]) for b in batches] == [8, 8, 16, 16]
 
 
+def test_a_self_training_teacher_is_keyed_by_the_word_vectors_it_starts_from(tmp_path):
+    from conftest import build_archive_with_unlabelled
+
+    from sentiment.training.selftrain import teacher_path
+
+    data_dir = tmp_path / "data"
+    build_archive_with_unlabelled(data_dir, 10)
+    model = SentimentClassifier(vocab_size=100, net={"embed_dim": 8, "hidden_dim": 8})
+    kinds = ({}, {"word_vectors": 8}, {"word_vectors": 8, "vector_epochs": 1})
+    paths = [teacher_path(model, SentimentDataModule(data_dir=str(data_dir), unlabelled=u), {}, 1) for u in kinds]
+    assert len({p.parent for p in paths}) == 1 and len(set(paths)) == 3  # one data cache, a teacher for each
+
+
 def test_sentiment_fit_learns_from_imdbs_unlabelled_reviews_by_default(tmp_path):
     from conftest import build_archive_with_unlabelled
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -69,6 +69,33 @@ def test_word_vectors_are_learnt_once_from_training_and_unlabelled_reviews_and_s
     np.testing.assert_array_equal(start.weights.numpy(), table)
 
 
+def test_vector_epochs_are_skip_gram_passes_each_count_learnt_once_and_kept_apart(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    _imdb_with_unlabelled(data_dir, n_unsup=20)
+    passes = []
+    real = vectors_module.train_vectors
+    monkeypatch.setattr(vectors_module, "train_vectors",
+                        lambda *a, epochs, **k: passes.append(epochs) or real(*a, epochs=epochs, **k))
+
+    def data(**unlabelled):  # one tokenizing process, one gensim thread: the same vectors for the same passes
+        return SentimentDataModule(data_dir=str(data_dir), encoding={"min_freq": 1}, loader={"num_proc": 1},
+                                   unlabelled={"word_vectors": 8, **unlabelled})
+
+    one, five = data(vector_epochs=1), data()
+    one.prepare_data()
+    five.prepare_data()
+    one.prepare_data()  # found: not learnt again
+    assert passes == [1, 5]
+    assert one.cache_dir == five.cache_dir  # the same encoded reviews; the vectors beside them, one file a count
+    assert sorted(p.name for p in one.cache_dir.glob("vectors-*")) == [vectors_file(one.cache_dir, 8, 1).name,
+                                                                       vectors_file(one.cache_dir, 8, 5).name]
+    np.testing.assert_array_equal(one.embedding_vectors, real(one.corpus.unlabelled_texts(), one.vocab, 8, seed=42,
+                                                              epochs=1, workers=1, progress=False))
+    assert not np.allclose(one.embedding_vectors, five.embedding_vectors)
+    with pytest.raises(ValueError, match="^vector_epochs must be 1 or more, got 0$"):
+        data(vector_epochs=0)
+
+
 def test_word_vectors_of_another_width_than_the_embedding_are_one_line(tmp_path):
     data_dir = tmp_path / "data"
     _imdb_with_unlabelled(data_dir, n_unsup=20)
@@ -79,7 +106,7 @@ def test_word_vectors_of_another_width_than_the_embedding_are_one_line(tmp_path)
     with pytest.raises(DataError, match="^the word vectors have 16 dimensions but the model's embedding 8: set "
                                         "--data.unlabelled.word_vectors and --model.net.embed_dim alike$"):
         trainer.fit(model, dm)
-    assert vectors_file(dm.cache_dir, 16).is_file()
+    assert vectors_file(dm.cache_dir, 16, 5).is_file()
     assert not list(dm.cache_dir.glob(".vectors*"))  # no half-written file
 
 

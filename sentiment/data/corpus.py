@@ -240,8 +240,8 @@ class Corpus:
                 self.labelled().prepare()
             else:
                 with tempfile.TemporaryDirectory(prefix=".texts.", dir=root) as spill:
-                    cache_vectors(cache, dim, lambda: self.unlabelled_texts(Path(spill)), self.encoding.seed,
-                                  self.num_proc)
+                    cache_vectors(cache, dim, self.unlabelled.vector_epochs,
+                                  lambda: self.unlabelled_texts(Path(spill)), self.encoding.seed, self.num_proc)
         return cache
 
     # --- what the cache holds -----------------------------------------------------------------------
@@ -279,7 +279,7 @@ class Corpus:
     def embedding_vectors(self) -> np.ndarray | None:
         """The word vectors ``prepare()`` learnt (``vocab_size x word_vectors``), or None without them."""
         dim = self.unlabelled.word_vectors
-        return cached_vectors(self.labelled().cache_dir, dim) if dim else None
+        return cached_vectors(self.labelled().cache_dir, dim, self.unlabelled.vector_epochs) if dim else None
 
     def text_encoder(self, vocab: Vocab | None = None) -> TextEncoder:
         """Tokenizer, vocabulary, truncation and n-gram table: what a model needs to read raw text as training did."""

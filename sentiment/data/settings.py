@@ -130,6 +130,8 @@ class Unlabelled:
         word_vectors: dimensions of word vectors (skip-gram, gensim) learnt by ``prepare_data()`` from the training
             split and, with IMDb, its 50,000 unlabelled reviews, to start the model's embedding from (its
             ``embed_dim`` must match); cached beside the encoded data, so only the first fit pays for them. 0: none.
+        vector_epochs: passes of skip-gram over those reviews, each taking as long as the first: more learn better
+            vectors (BENCHMARKS.md measures one against five).
         pseudo_labels: self-training: a trained model's checkpoint (``best.ckpt`` of an earlier fit on the same data)
             that labels IMDb's 50,000 unlabelled reviews; those it gives at least ``pseudo_confidence`` join the
             training split with its labels (never validation or test). Labelled once, cached with the encoded data.
@@ -146,6 +148,7 @@ class Unlabelled:
     """
 
     word_vectors: int = 0
+    vector_epochs: int = 5
     pseudo_labels: str | None = None
     pseudo_confidence: float = 0.85  # keeps about three quarters of IMDb's unlabelled reviews
     # 0 here, so that the batches stay plain for any LightningModule; `sentiment fit` sets the recipe's (RECIPE_DATA).
@@ -156,6 +159,8 @@ class Unlabelled:
     def __post_init__(self) -> None:
         if self.word_vectors < 0:
             raise ValueError(f"word_vectors must be 0 (none) or a number of dimensions, got {self.word_vectors}")
+        if self.vector_epochs < 1:
+            raise ValueError(f"vector_epochs must be 1 or more, got {self.vector_epochs}")
         if not 0.0 <= self.pseudo_confidence <= 1.0:
             raise ValueError(f"pseudo_confidence must be a probability in [0, 1], got {self.pseudo_confidence}")
         if self.per_batch < 0:

@@ -57,12 +57,13 @@ def check_self_training(pseudo_labels: str | None, trainer_kwargs: Mapping[str, 
 def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kwargs: Mapping[str, Any],
                  seed: int | None) -> Path:
     """Where the teacher of this recipe is cached: in its data's cache folder (``prepare_data()`` has run), under
-    a key of the model's settings, the batches (the unlabelled reviews' too), the Trainer settings that change what
-    is learnt, and the seed."""
+    a key of the model's settings, the word vectors it starts from, the batches (the unlabelled reviews' too), the
+    Trainer settings that change what is learnt, and the seed."""
     trainer = {k: v for k, v in {**TRAINER_DEFAULTS, **trainer_kwargs}.items() if k not in UNLEARNT_TRAINER_KEYS}
     recipe = {"model": model_settings(model),
               "data": {"batch_size": data.loader.batch_size, "min_epoch_size": data.loader.min_epoch_size,
-                       "unlabelled_per_batch": data.unlabelled.per_batch},
+                       "unlabelled_per_batch": data.unlabelled.per_batch,
+                       "word_vectors": [data.unlabelled.word_vectors, data.unlabelled.vector_epochs]},
               "trainer": trainer, "seed": seed}
     return data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"
 
