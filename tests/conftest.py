@@ -74,8 +74,10 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_imdb_archive(path: Path, n_train: int = 200, n_test: int = 100, extra=(), movies: int = 0) -> Path:
-    """An archive in the official aclImdb layout (with an unsup/ folder that must be ignored); with ``movies``,
+def build_imdb_archive(path: Path, n_train: int = 200, n_test: int = 100, extra=(), movies: int = 0,
+                       unsup: bool = True) -> Path:
+    """An archive in the official aclImdb layout (with an unsup/ folder of one review unless ``unsup`` is False);
+    with ``movies``,
     the training split's urls_pos.txt and urls_neg.txt name that many movies, each reviewed several times, in
     both classes."""
     rng = random.Random(1)
@@ -90,7 +92,8 @@ def build_imdb_archive(path: Path, n_train: int = 200, n_test: int = 100, extra=
             for label in ("neg", "pos"):  # review i of either class is about movie i mod movies
                 add_bytes(tar, f"aclImdb/train/urls_{label}.txt", "".join(
                     f"http://www.imdb.com/title/tt{i % movies:07d}/usercomments\n" for i in range(n_train)).encode())
-        add_bytes(tar, "aclImdb/train/unsup/0_0.txt", b"unlabelled review")
+        if unsup:
+            add_bytes(tar, "aclImdb/train/unsup/0_0.txt", b"unlabelled review")
         add_bytes(tar, "aclImdb/README", b"readme")
         for name, data in extra:
             add_bytes(tar, name, data)

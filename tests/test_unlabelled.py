@@ -151,6 +151,24 @@ def test_without_unlabelled_texts_or_losses_the_labelled_batches_train_alone_and
     assert ("--data.unlabelled.per_batch 32: no unlabelled texts beside your --data.train_file "
             "(--data.unlabelled.file names some); training on the labelled ones alone") in [
         r.getMessage() for r in heard.buffer]
+    # an IMDb archive without its unlabelled reviews: the same, and the line says where they were looked for
+    from conftest import build_imdb_archive
+
+    (tmp_path / "bare").mkdir()
+    build_imdb_archive(tmp_path / "bare" / "aclImdb_v1.tar.gz", n_test=0, unsup=False)
+    bare = SentimentDataModule(data_dir=str(tmp_path / "bare"), encoding={"min_freq": 1}, unlabelled={"per_batch": 32},
+                               loader={"batch_size": 32, "min_epoch_size": 0})
+    bare.prepare_data()
+    heard.buffer.clear()
+    logging.getLogger("lightning.pytorch").addHandler(heard)
+    try:
+        bare.setup("fit")
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(heard)
+    assert [r.getMessage() for r in heard.buffer] == [
+        "--data.unlabelled.per_batch 32: no unlabelled texts in IMDb's archive (its train/unsup holds none); training "
+        "on the labelled ones alone"]
+    assert set(next(iter(bare.train_dataloader()))) == {"input_ids", "lengths", "labels", "bag_ids"}
     # unlabelled batches with no loss to learn from them: the labelled loss alone, as without them
     losses = {}
     for name, batch_size in (("without", 0), ("beside", 16)):

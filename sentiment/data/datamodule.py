@@ -187,21 +187,24 @@ class SentimentDataModule(L.LightningDataModule):
                 raise DataError("predicting needs an input file: set --data.predict_file")
             return
         wanted = [s for s in STAGE_SPLITS[stage] if s not in self._splits]
+        where = None  # where unlabelled texts the recipe asks for are missing from, to say so once
         if stage == "fit" and self.unlabelled.per_batch and "unlabelled" not in self._splits:
             if self._labels is None and "unlabelled" in self.corpus.sources(fetch=False):
                 wanted.append("unlabelled")
-            else:  # the recipe's losses on unlabelled texts rest: say so once, and where they would come from
+            else:
                 where = ("in a fit from a trained model (--init_from)" if self._labels is not None else
                          "beside your --data.train_file (--data.unlabelled.file names some)")
-                rank_zero_info(f"--data.unlabelled.per_batch {self.unlabelled.per_batch}: no unlabelled texts {where}; "
-                               "training on the labelled ones alone")
         if wanted and self._labels is not None:
             self._splits.update(self.corpus.encoded_with(wanted, self.text_encoder, self._labels))
-            return
-        for split in wanted:
+        elif wanted:
             if not (self.cache_dir / "meta.json").is_file():
                 raise DataError("no encoded data: call prepare_data() before setup() (the Trainer does)")
-            self._splits[split] = self.corpus.load(split, self.corpus.missing_split)
+            self._splits.update({split: self.corpus.load(split, self.corpus.missing_split) for split in wanted})
+        if "unlabelled" in wanted and not len(self._splits["unlabelled"]):
+            where = "in IMDb's archive (its train/unsup holds none)"
+        if where:  # the recipe's losses on unlabelled texts rest
+            rank_zero_info(f"--data.unlabelled.per_batch {self.unlabelled.per_batch}: no unlabelled texts {where}; "
+                           "training on the labelled ones alone")
 
     def dataset(self, split: str) -> EncodedReviews:
         """The encoded ``train``, ``val`` or ``test`` split (after ``setup``)."""
