@@ -270,6 +270,40 @@ def test_the_learning_rate_finder_suggests_a_usable_rate_for_the_default_recipe(
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("per_batch", [0, 8])
+def test_the_batch_size_finder_scales_the_labelled_batches_and_checkpoints_keep_the_size(tmp_path, per_batch):
+    import lightning as L
+    from conftest import make_reviews, write_csv
+    from lightning.pytorch.tuner import Tuner
+
+    from sentiment.data.datamodule import SentimentDataModule
+
+    train = write_csv(tmp_path / "train.csv", [(t, "pos" if y else "neg") for t, y in make_reviews(300)])
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("\n".join(t for t, _ in make_reviews(100)))
+    dm = SentimentDataModule(train_file=str(train), data_dir=str(tmp_path / "data"), encoding={"min_freq": 1},
+                             unlabelled={"per_batch": per_batch, "file": str(unlabelled)},
+                             loader={"batch_size": 32, "min_epoch_size": 0})
+    dm.prepare_data()
+    model = SentimentClassifier(vocab_size=dm.vocab_size, bag_size=dm.bag_size, net={"hidden_dim": 8})
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    # no out-of-memory on a CPU: each of the three trials doubles the size, 16 -> 32 -> 64
+    assert Tuner(trainer).scale_batch_size(model, datamodule=dm, init_val=16, max_trials=3) == 64
+    assert dm.batch_size == dm.loader.batch_size == dm.hparams["loader"]["batch_size"] == 64
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    if per_batch:  # the unlabelled reviews beside each batch keep their own number
+        batch, _, _ = batch  # a CombinedLoader's: the batch, its index, the loader's index
+        assert len(batch["labelled"]["labels"]) == 64 and len(batch["unlabelled"]["lengths"]) == per_batch
+    else:
+        assert len(batch["labels"]) == 64
+    L.Trainer(max_steps=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(model, dm)
+    saved = torch.load(next(tmp_path.glob("**/*.ckpt")), weights_only=True)
+    assert saved["datamodule_hyper_parameters"]["loader"]["batch_size"] == 64
+
+
 def test_cpu_threads_in_a_python_fit_fixes_its_threads_and_leaves_the_process_as_found(tmp_path):
     import lightning as L
     from conftest import make_reviews, write_csv

@@ -7,6 +7,7 @@ read from the cache.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -153,6 +154,17 @@ class SentimentDataModule(L.LightningDataModule):
     embedding_vectors = property(lambda self: self.corpus.embedding_vectors if self._labels is None else None)
 
     cache_dir = property(lambda self: self.corpus.cache_dir)
+
+    @property
+    def batch_size(self) -> int:
+        """The training batches' size, ``loader.batch_size``, under the name Lightning's batch-size finder
+        (``Tuner.scale_batch_size``) reads and sets."""
+        return self.loader.batch_size
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        self.loader = dataclasses.replace(self.loader, batch_size=size)
+        self.hparams["loader"] = plain(self.loader)  # checkpoints keep the size the batches had
 
     # --- Lightning hooks: write the cache, load its splits ----------------------------------------
 
