@@ -63,7 +63,9 @@ def teacher_path(model: L.LightningModule, data: SentimentDataModule, trainer_kw
     recipe = {"model": model_settings(model),
               "data": {"batch_size": data.loader.batch_size, "min_epoch_size": data.loader.min_epoch_size,
                        "unlabelled_per_batch": data.unlabelled.per_batch,
-                       "word_vectors": [data.unlabelled.word_vectors, data.unlabelled.vector_epochs]},
+                       # their passes only where there are vectors: without them vector_epochs changes nothing
+                       "word_vectors": data.unlabelled.word_vectors and [data.unlabelled.word_vectors,
+                                                                         data.unlabelled.vector_epochs]},
               "trainer": trainer, "seed": seed}
     return data.cache_dir / f"teacher-{settings_digest(recipe)}.ckpt"
 
